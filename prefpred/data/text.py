@@ -1,0 +1,52 @@
+"""Small text helpers shared by the adapters: surrogate repair and prompt normalisation."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import polars as pl
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A JSON escape of a high surrogate, a low surrogate, and a well-formed pair of them.
+HIGH_ESCAPE = r"\\u[dD][89abAB][0-9a-fA-F]{2}"
+LOW_ESCAPE = r"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+PAIR_ESCAPE = HIGH_ESCAPE + LOW_ESCAPE
+
+
+def has_surrogates(text: str) -> bool:
+    """True if ``text`` holds a UTF-16 surrogate code point (unencodable as UTF-8)."""
+    return _SURROGATE.search(text) is not None
+
+
+def repair_surrogates(text: str) -> str:
+    """Join surrogate pairs and replace lone surrogates with U+FFFD.
+
+    The Kaggle arena files hold JSON escapes such as ``"\\ud83d"`` without their partner;
+    ``json.loads`` turns them into lone surrogates that cannot be written as UTF-8.
+    """
+    if not has_surrogates(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def lone_surrogate_escape_expr(column: str) -> pl.Expr:
+    """Polars expression: does a JSON-encoded cell hold a surrogate escape outside a pair?
+
+    Counts high, low and paired escapes; any mismatch flags the cell. A false positive
+    (an escaped backslash before ``ud83d``) only routes the cell to the exact Python decoder.
+    """
+    col = pl.col(column)
+    pairs = col.str.count_matches(PAIR_ESCAPE)
+    return (col.str.count_matches(HIGH_ESCAPE) != pairs) | (col.str.count_matches(LOW_ESCAPE) != pairs)
+
+
+def normalise_prompt_expr(column: str = "prompt") -> pl.Expr:
+    """Polars expression giving the normalised text of a turn list, used as the fold group key:
+    turns joined, lower-cased, whitespace stripped at both ends."""
+    return pl.col(column).list.join("\n").str.to_lowercase().str.strip_chars()
+
+
+def stable_digest(text: str, size: int = 10) -> str:
+    """A short hex digest stable across Python, polars and platform versions."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=size).hexdigest()

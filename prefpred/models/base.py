@@ -1,0 +1,80 @@
+"""The model protocol every base model follows, the registry, and swap averaging."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from prefpred.data.table import PreferenceTable
+from prefpred.errors import ConfigError
+from prefpred.labels import N_CLASSES, swap_class_columns
+
+
+@runtime_checkable
+class PreferenceModel(Protocol):
+    """Fit on a table; emit logits of shape (n, 3) in class order (A, B, TIE).
+
+    Probabilities appear only after calibration: models never return them.
+    """
+
+    def fit(self, table: PreferenceTable) -> PreferenceModel: ...
+
+    def predict_logits(self, table: PreferenceTable) -> np.ndarray: ...
+
+    def get_params(self) -> dict[str, Any]: ...
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def swap_averaged_logits(predict: Callable[[PreferenceTable], np.ndarray],
+                         table: PreferenceTable) -> np.ndarray:
+    """Mean of the log-probabilities of each pair and of its swap (classes mapped back).
+
+    With this, P(A | x) equals P(B | swap(x)) exactly, whatever ``predict`` does.
+    """
+    direct = log_softmax(predict(table))
+    swapped = swap_class_columns(log_softmax(predict(table.swap())))
+    return (direct + swapped) / 2.0
+
+
+def check_logits(logits: np.ndarray, n_rows: int, who: str = "model") -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape != (n_rows, N_CLASSES):
+        raise ValueError(f"{who} returned logits of shape {logits.shape}, expected ({n_rows}, 3)")
+    if not np.isfinite(logits).all():
+        raise ValueError(f"{who} returned non-finite logits")
+    return logits
+
+
+#: model name -> "module:Class". Classes are imported only when asked for.
+MODEL_REGISTRY: dict[str, str] = {
+    "prior": "prefpred.models.prior:ClassPrior",
+    "uniform": "prefpred.models.prior:Uniform",
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODEL_REGISTRY)
+
+
+def model_class(name: str) -> type:
+    if name not in MODEL_REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose one of {model_names()}")
+    module, cls = MODEL_REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_model(name: str, params: dict[str, Any] | None = None) -> PreferenceModel:
+    """Instantiate a registered model with keyword parameters (unknown keys are an error)."""
+    cls = model_class(name)
+    try:
+        return cls(**(params or {}))
+    except TypeError as err:
+        raise ConfigError(f"model {name!r}: {err}") from None

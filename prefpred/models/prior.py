@@ -1,0 +1,52 @@
+"""Baselines: the uniform forecast and the (weighted) class prior."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from prefpred.data.table import PreferenceTable
+from prefpred.labels import N_CLASSES
+
+
+class Uniform:
+    """P = 1/3 for every class (log loss ln 3 = 1.0986)."""
+
+    def fit(self, table: PreferenceTable) -> Uniform:
+        return self
+
+    def predict_logits(self, table: PreferenceTable) -> np.ndarray:
+        return np.zeros((len(table), N_CLASSES))
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+
+class ClassPrior:
+    """Logits = log of the training class frequencies (sample-weighted), the same for every row.
+
+    ``symmetric=True`` (default) averages A and B, as swap augmentation would: position carries
+    no information a pair-level model could justify. ``smoothing`` is added to each class count.
+    """
+
+    def __init__(self, symmetric: bool = True, smoothing: float = 1.0):
+        self.symmetric = symmetric
+        self.smoothing = smoothing
+        self.log_prior_: np.ndarray | None = None
+
+    def fit(self, table: PreferenceTable) -> ClassPrior:
+        y = table.require_labels("fitting the prior")
+        counts = np.bincount(y, weights=table.weights(), minlength=N_CLASSES) + self.smoothing
+        if self.symmetric:
+            counts[:2] = counts[:2].mean()
+        self.log_prior_ = np.log(counts / counts.sum())
+        return self
+
+    def predict_logits(self, table: PreferenceTable) -> np.ndarray:
+        if self.log_prior_ is None:
+            raise RuntimeError("ClassPrior is not fitted")
+        return np.tile(self.log_prior_, (len(table), 1))
+
+    def get_params(self) -> dict[str, Any]:
+        return {"symmetric": self.symmetric, "smoothing": self.smoothing}

@@ -1,0 +1,55 @@
+"""Shared fixtures: where the real data lives, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("PREFPRED_DATA_ROOT", PROJECT_ROOT.parent / "shared" / "data"))
+KAGGLE = DATA / "lmsys-kaggle-sample" / "train.csv"
+MT_BENCH = DATA / "mt-bench-human"
+AUTOJ = DATA / "autoj-pairwise" / "testdata_pairwise.jsonl"
+PANDALM = DATA / "pandalm" / "testset-v1.json"
+LLMEVAL2 = DATA / "llmeval2" / "LLMEval2_benchmark.jsonl"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``prefpred ARGS`` in-process; returns exit code, stdout and stderr."""
+    from prefpred.cli import main
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def kaggle_table():
+    from prefpred.data.adapters import load_table
+
+    return load_table(KAGGLE)
+
+
+@pytest.fixture(scope="session")
+def shared_all():
+    from prefpred.config import load_competition
+
+    return load_competition("shared-all").load_train()
