@@ -150,7 +150,8 @@ def main() -> None:
                  "counts), in the same run. Median of the repeats; each load in a fresh "
                  "subprocess, so first-call costs count for both. `clean` is the real sample "
                  "repeated; `lone-surrogate` adds one broken emoji escape, which the full Kaggle "
-                 "file has, and sends prefpred down its exact (slower) path.",
+                 "file has: prefpred decodes such cells (and every cell with a surrogate escape) "
+                 "with the exact Python decoder.",
         )
 
 

@@ -130,7 +130,8 @@ def submit_command(
         cv = cross_validate(train_table, comp, model, model_params, run_dir=run_dir / comp.name,
                             n_folds=cv_folds)
     path = submit(comp, train_table, test_table, model=model, params=model_params, out=out,
-                  train_paths=train, test_path=test, cv=cv)
+                  train_paths=train, test_path=test, cv=cv,
+                  work_dir=run_dir / comp.name / model / "full_fit_work")
     line = f"wrote {path} ({len(test_table)} rows, validated)"
     if cv is not None:
         line += f"; CV log loss {cv.log_loss:.4f}"
@@ -200,6 +201,19 @@ def score_command(
     y = truth.require_labels("scoring")
     table = score_by(y, proba, truth.column("source").to_numpy())
     _echo(format_scores(table, title=f"{submission.name} against {labels.name}"))
+
+
+def _register_command_modules() -> None:
+    import importlib
+    import pkgutil
+
+    from prefpred import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"prefpred.commands.{info.name}").register(app)
+
+
+_register_command_modules()
 
 
 def main(argv: list[str] | None = None) -> int:

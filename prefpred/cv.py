@@ -17,7 +17,7 @@ from prefpred.data.table import PreferenceTable
 from prefpred.io import atomic_path, write_json_atomic
 from prefpred.labels import CLASSES
 from prefpred.metrics import score_by, softmax
-from prefpred.models.base import PreferenceModel, check_logits
+from prefpred.models.base import PreferenceModel, check_logits, set_work_dir
 
 LOGIT_COLUMNS = [f"logit_{c}" for c in CLASSES]
 
@@ -75,7 +75,8 @@ def run_cv(
 ) -> CVResult:
     """Fit a fresh model on all but one fold, predict that fold, for every fold.
 
-    Each fold's logits are written to ``run_dir/<name>/fold_<k>.parquet`` as soon as it finishes;
+    Each fold's logits are written to ``run_dir/<name>/fold_<k>.parquet`` as soon as it finishes
+    (a model with ``set_work_dir`` gets ``run_dir/<name>/fold_<k>_work/`` for checkpoints);
     with ``resume=True`` a fold already written under the same model, parameters, data and folds
     is read back instead of refitted. ``only_folds`` fits just those folds (the other rows of the
     returned logits are NaN), e.g. a one-fold budget run of a slow model.
@@ -112,6 +113,7 @@ def run_cv(
                     bar.advance(task)
                     continue
             model = make_model()
+            set_work_dir(model, out_dir / f"fold_{k}_work" if out_dir else None)
             model.fit(table.take(train_idx))
             valid = table.take(valid_idx)
             fold_logits = check_logits(model.predict_logits(valid), len(valid), name)

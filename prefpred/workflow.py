@@ -16,7 +16,7 @@ from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
 from prefpred.io import file_sha256, git_commit
 from prefpred.metrics import softmax
-from prefpred.models.base import build_model, check_logits
+from prefpred.models.base import build_model, check_logits, set_work_dir
 from prefpred.submission import write_submission
 
 
@@ -77,9 +77,10 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
 
 
 def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
-                params: dict[str, Any]) -> np.ndarray:
+                params: dict[str, Any], work_dir: Path | None = None) -> np.ndarray:
     """Fit on all of ``train``; return test probabilities (softmax of the model's logits)."""
     m = build_model(model, params)
+    set_work_dir(m, work_dir)
     m.fit(train)
     return softmax(check_logits(m.predict_logits(test), len(test), model))
 
@@ -95,8 +96,9 @@ def submit(
     train_paths: list[str | Path],
     test_path: str | Path,
     cv: CVResult | None = None,
+    work_dir: Path | None = None,
 ) -> Path:
-    proba = fit_predict(train, test, model, params)
+    proba = fit_predict(train, test, model, params, work_dir)
     provenance = {
         "prefpred_version": __version__,
         "git_commit": git_commit(Path(__file__).parent),

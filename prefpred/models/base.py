@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -25,6 +27,12 @@ class PreferenceModel(Protocol):
     def predict_logits(self, table: PreferenceTable) -> np.ndarray: ...
 
     def get_params(self) -> dict[str, Any]: ...
+
+
+def set_work_dir(model: object, path: Path | None) -> None:
+    """Give a model a folder for checkpoints and caches, if it takes one (``set_work_dir``)."""
+    if path is not None and hasattr(model, "set_work_dir"):
+        model.set_work_dir(Path(path))
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -57,15 +65,20 @@ def check_logits(logits: np.ndarray, n_rows: int, who: str = "model") -> np.ndar
 MODEL_REGISTRY: dict[str, str] = {
     "prior": "prefpred.models.prior:ClassPrior",
     "uniform": "prefpred.models.prior:Uniform",
+    "lgbm": "prefpred.models.lgbm:LightGBMModel",
+    "tfidf": "prefpred.models.tfidf:TfidfModel",
+    "backbone": "prefpred.models.backbone:BackboneModel",
 }
 
 
 def model_names() -> list[str]:
-    return sorted(MODEL_REGISTRY)
+    """Registered models whose code is present in this installation."""
+    return sorted(n for n, target in MODEL_REGISTRY.items()
+                  if importlib.util.find_spec(target.split(":")[0]) is not None)
 
 
 def model_class(name: str) -> type:
-    if name not in MODEL_REGISTRY:
+    if name not in MODEL_REGISTRY or name not in model_names():
         raise ConfigError(f"unknown model {name!r}; choose one of {model_names()}")
     module, cls = MODEL_REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
