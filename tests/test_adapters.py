@@ -319,3 +319,29 @@ def test_fast_and_exact_kaggle_paths_agree(monkeypatch, tmp_path):
     assert fast.df.equals(exact.df)
     assert fast.quirks.counts == exact.quirks.counts
     assert fast.quirks.examples == exact.quirks.examples
+
+
+def test_competition_toml_maps_columns(tmp_path, kaggle_rows):
+    """A competition TOML can map any file's columns (format = "mapped")."""
+    from prefpred.config import load_competition
+
+    rows = [{"qid": f"q{i}", "question": r["prompt"][0], "left": r["response_a"][0],
+             "right": r["response_b"][0], "verdict": ["left", "right", "draw"][i % 3]}
+            for i, r in enumerate(kaggle_rows)]
+    pl.DataFrame(rows).write_parquet(tmp_path / "mine.parquet")
+    toml = tmp_path / "my-comp.toml"
+    toml.write_text(f'''
+name = "my-comp"
+metric = "log_loss"
+[[train]]
+path = "{tmp_path / 'mine.parquet'}"
+format = "mapped"
+source = "mine"
+columns = {{ id = "qid", prompt = "question", response_a = "left", response_b = "right", turns = "text", label = "verdict", label_map = {{ left = "A", right = "B", draw = "TIE" }} }}
+[submission]
+columns = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+''')
+    table = load_competition(toml).load_train()
+    assert table.ids[:2] == ["q0", "q1"]
+    assert table.labels().tolist()[:3] == [0, 1, 2]
+    assert table.sources() == ["mine"]
