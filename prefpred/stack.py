@@ -36,7 +36,7 @@ from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import write_json_atomic
 from prefpred.labels import N_CLASSES
-from prefpred.metrics import log_loss, score_by, softmax
+from prefpred.metrics import score_by, softmax
 from prefpred.models.base import log_softmax
 
 FORMAT_VERSION = 1
@@ -259,6 +259,13 @@ class Stacker:
         return Path(path)
 
 
+def _one_blas_thread():
+    """Small matrices: BLAS threads only contend with each other (and with other processes)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
 def _weights(y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     return w / w.sum()
@@ -295,18 +302,18 @@ class WeightBlend(Stacker):
             return float(-(w * (out * onehot).sum(1)).sum()), (lp * r[None]).sum(axis=(1, 2))
 
         theta0 = np.full(len(models), 1.0 / len(models))
-        res = minimize(loss, theta0, jac=True, method="L-BFGS-B",
-                       bounds=[(0.0, None)] * len(models),
-                       options={"maxiter": 1000, "gtol": 1e-10, "ftol": 1e-15})
+        with _one_blas_thread():
+            res = minimize(loss, theta0, jac=True, method="L-BFGS-B",
+                           bounds=[(0.0, None)] * len(models),
+                           options={"maxiter": 1000, "gtol": 1e-10, "ftol": 1e-15})
         self.weights_ = res.x
         self.models_ = models
         return self
 
     def predict_logits(self, logits, features=None):
         self._check_fitted()
-        lp = np.stack([log_softmax(np.asarray(logits[m], dtype=np.float64))
-                       for m in self.models_])
-        return log_softmax(np.tensordot(self.weights_, lp, axes=1))
+        lp = design_matrix(logits, self.models_).reshape(-1, len(self.models_), N_CLASSES)
+        return log_softmax(np.einsum("m,nmk->nk", self.weights_, lp))
 
     def _state(self):
         return {"weights": self.weights_.tolist()}
@@ -332,10 +339,9 @@ class LogisticStacker(Stacker):
 
     name = "logistic"
 
-    def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), max_iter: int = 1000) -> None:
+    def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> None:
         super().__init__()
         self.Cs = [float(c) for c in Cs]
-        self.max_iter = max_iter
         self.C_: float | None = None
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
@@ -343,18 +349,76 @@ class LogisticStacker(Stacker):
         self.intercept_: np.ndarray | None = None
 
     def get_params(self) -> dict[str, Any]:
-        return {"Cs": self.Cs, "max_iter": self.max_iter}
+        return {"Cs": self.Cs}
 
-    def _fit_lr(self, x, y, w, C):
-        from sklearn.linear_model import LogisticRegression
+    @staticmethod
+    def _fit_lr(x: np.ndarray, y: np.ndarray, w: np.ndarray, C: float,
+                start: np.ndarray | None = None, tol: float = 1e-10) -> np.ndarray:
+        """Multinomial logistic regression: weighted mean log loss plus ``|W|^2 / (2 C n)`` (the
+        intercepts unpenalised; scikit-learn's objective up to a constant factor), fitted by
+        damped Newton steps, which stay fast when the base models' columns are nearly collinear.
 
-        lr = LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-8)
-        lr.fit(x, y, sample_weight=w * len(y))
-        if list(lr.classes_) != list(range(N_CLASSES)):
+        Returns the coefficients (3 x p, row-major) followed by the 3 intercepts.
+        """
+        n, p = x.shape
+        if len(np.unique(y)) < N_CLASSES:
             raise DataError("the stacker's training rows do not contain all three classes")
-        return lr.coef_, lr.intercept_
+        w = w / w.sum()
+        xt = np.hstack([x, np.ones((n, 1))])
+        xt_t = np.ascontiguousarray(xt.T)
+        pen = np.full(p + 1, 1.0 / (2.0 * C * n))
+        pen[-1] = 0.0
+        rows = np.arange(n)
+        onehot = np.eye(N_CLASSES)[y]
+        if start is None:
+            wmat = np.zeros((N_CLASSES, p + 1))
+        else:
+            coef, icpt = start[:N_CLASSES * p].reshape(N_CLASSES, p), start[N_CLASSES * p:]
+            wmat = np.hstack([coef, icpt[:, None]])
+
+        def objective(wm: np.ndarray) -> tuple[float, np.ndarray]:
+            lp = log_softmax(xt @ wm.T)
+            return float(-(w * lp[rows, y]).sum() + (pen * wm ** 2).sum()), lp
+
+        value, lp = objective(wmat)
+        for _ in range(100):
+            prob = np.exp(lp)
+            grad = np.ascontiguousarray((w[:, None] * (prob - onehot)).T) @ xt + 2 * pen * wmat
+            if np.abs(grad).max() < tol:
+                break
+            hess = np.empty((N_CLASSES, p + 1, N_CLASSES, p + 1))
+            for k in range(N_CLASSES):
+                for j in range(k, N_CLASSES):
+                    s_kj = w * prob[:, k] * ((k == j) - prob[:, j])
+                    block = (xt_t * s_kj) @ xt
+                    hess[k, :, j, :] = block
+                    hess[j, :, k, :] = block.T
+            size = N_CLASSES * (p + 1)
+            hess = hess.reshape(size, size) + np.diag(np.tile(2 * pen, N_CLASSES) + 1e-12)
+            step = np.linalg.solve(hess, grad.ravel()).reshape(N_CLASSES, p + 1)
+            slope = float((grad * step).sum())
+            t = 1.0
+            while True:
+                new_value, new_lp = objective(wmat - t * step)
+                if new_value <= value - 1e-4 * t * slope or t < 1e-8:
+                    break
+                t /= 2
+            wmat = wmat - t * step
+            done = value - new_value < 1e-15
+            value, lp = new_value, new_lp
+            if done:
+                break
+        return np.concatenate([wmat[:, :p].ravel(), wmat[:, p]])
+
+    @staticmethod
+    def _split(theta: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+        return theta[:N_CLASSES * p].reshape(N_CLASSES, p), theta[N_CLASSES * p:]
 
     def fit(self, logits, y, features=None, sample_weight=None, folds=None, feature_names=()):
+        with _one_blas_thread():
+            return self._fit(logits, y, features, sample_weight, folds, feature_names)
+
+    def _fit(self, logits, y, features, sample_weight, folds, feature_names):
         models = list(logits)
         x = design_matrix(logits, models, features)
         y = np.asarray(y)
@@ -364,17 +428,21 @@ class LogisticStacker(Stacker):
         xs = (x - self.mean_) / self.scale_
         splits = _inner_splits(folds)
         C = self.Cs[0]
+        p = xs.shape[1]
         if len(self.Cs) > 1 and splits:
-            losses = []
-            for C_try in self.Cs:
-                pred = np.empty((len(y), N_CLASSES))
-                for tr, te in splits:
-                    coef, icpt = self._fit_lr(xs[tr], y[tr], w[tr] / w[tr].sum(), C_try)
-                    pred[te] = xs[te] @ coef.T + icpt
-                losses.append(log_loss(y, softmax(pred), sample_weight=w))
+            # strongest penalty first; each fit starts from the previous C's solution
+            order = sorted(range(len(self.Cs)), key=lambda i: self.Cs[i])
+            losses = np.zeros(len(self.Cs))
+            for tr, te in splits:
+                theta = None
+                for i in order:
+                    theta = self._fit_lr(xs[tr], y[tr], w[tr], self.Cs[i], theta)
+                    coef, icpt = self._split(theta, p)
+                    pred = log_softmax(xs[te] @ coef.T + icpt)
+                    losses[i] -= (w[te] * pred[np.arange(te.sum()), y[te]]).sum()
             C = self.Cs[int(np.argmin(losses))]
         self.C_ = C
-        self.coef_, self.intercept_ = self._fit_lr(xs, y, w, C)
+        self.coef_, self.intercept_ = self._split(self._fit_lr(xs, y, w, C), p)
         self.models_ = models
         self.feature_names_ = list(feature_names)
         return self

@@ -483,15 +483,18 @@ def reward_folds(y: np.ndarray, groups: np.ndarray | None = None, n_folds: int =
 
 def oof_tie_logits(name: str, margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
                    features: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
-                   **params: Any) -> np.ndarray:
-    """Out-of-fold log-probabilities of one tie model (fit on the other folds, predict this)."""
+                   params: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Out-of-fold log-probabilities of one tie model (fit on the other folds, predict this).
+
+    ``features`` are the values (n, p) of the columns that ``params["features"]`` names.
+    """
     m, y, w, _ = _check(margin, y, sample_weight)
     folds = np.asarray(folds)
     out = np.empty((len(m), N_CLASSES))
     x = None if features is None else np.asarray(features, dtype=np.float64).reshape(len(m), -1)
     for k in np.unique(folds):
         test = folds == k
-        model = make_tie_model(name, **params)
+        model = make_tie_model(name, **dict(params or {}))
         model.fit(m[~test], y[~test], w[~test], None if x is None else x[~test])
         out[test] = model.predict_log_proba(m[test], None if x is None else x[test])
     return out
@@ -526,5 +529,6 @@ def oof_tie_scores(margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
         if name == MultinomialTie.name and len(feature_names):
             params["features"] = list(feature_names)
             feats = features
-        add(name, oof_tie_logits(name, m, y, folds, features=feats, sample_weight=w, **params))
+        add(name, oof_tie_logits(name, m, y, folds, features=feats, sample_weight=w,
+                                 params=params))
     return results

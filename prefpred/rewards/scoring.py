@@ -44,7 +44,8 @@ def load_reward_model(path: str | Path, *, device: str | None = None, dtype: str
         raise DependencyError(f"{path}: not a Hugging Face model folder (no config.json); "
                               "nothing is downloaded at run time, so pass a local folder")
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32,
@@ -52,11 +53,18 @@ def load_reward_model(path: str | Path, *, device: str | None = None, dtype: str
                    "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ConfigError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype)
-    if model.config.num_labels != 1:
+    config = AutoConfig.from_pretrained(path)
+    if config.num_labels != 1:
         raise ConfigError(f"{path}: a reward model has one output, this classifier has "
-                          f"{model.config.num_labels} (num_labels)")
+                          f"{config.num_labels} (num_labels)")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None:
