@@ -613,13 +613,16 @@ def evaluate_stack(
     data: StackData,
     *,
     stackers: Sequence[str] = ("blend", "logistic", "lgbm"),
-    calibration: str | None = "temperature",
+    calibrations: Sequence[str] = ("temperature",),
     stacker_params: Mapping[str, Mapping[str, Any]] | None = None,
     lengths: np.ndarray | None = None,
     progress: bool = True,
 ) -> StackReport:
-    """Out-of-fold scores of every base model, blend and stack, each raw and calibrated (the
-    calibrator itself fitted out of fold), overall and per source."""
+    """Out-of-fold scores of every base model, blend and stack, each raw (``none``) and with
+    each calibration (the calibrator itself fitted out of fold), overall and per source.
+
+    ``temperature_by_length`` needs ``lengths`` (e.g. :func:`prefpred.calibration.pair_lengths`
+    of the table, in the row order of ``data``)."""
     from rich.progress import Progress
 
     oof: dict[str, np.ndarray] = {m: np.asarray(v, dtype=np.float64)
@@ -634,10 +637,11 @@ def evaluate_stack(
     frames = []
     for name, logits in oof.items():
         variants = [("none", logits)]
-        if calibration and calibration != "none":
-            variants.append((calibration, calibrate_out_of_fold(
-                logits, data.y, data.folds, calibration, lengths=lengths,
-                sample_weight=data.sample_weight)))
+        for cal in calibrations:
+            if cal != "none":
+                variants.append((cal, calibrate_out_of_fold(
+                    logits, data.y, data.folds, cal, lengths=lengths,
+                    sample_weight=data.sample_weight)))
         for cal_name, z in variants:
             frames.append(score_by(data.y, softmax(z), data.sources).with_columns(
                 pl.lit(name).alias("model"), pl.lit(cal_name).alias("calibration")))
