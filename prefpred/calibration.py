@@ -449,6 +449,8 @@ def evaluate_calibration(
     sources = np.full(len(y), "ALL") if sources is None else np.asarray(sources)
     frames = []
     for method in methods:
+        if method not in CALIBRATORS:
+            make_calibrator(method)  # raises a ConfigError naming the known methods
         if CALIBRATORS[method].needs_lengths and lengths is None:
             continue
         cal = calibrate_out_of_fold(logits, y, folds, method, lengths=lengths,

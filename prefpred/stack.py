@@ -228,8 +228,20 @@ class Stacker:
         raise NotImplementedError
 
     def predict_logits(self, logits: Mapping[str, np.ndarray],
-                       features: np.ndarray | None = None) -> np.ndarray:
+                       features: np.ndarray | pl.DataFrame | None = None) -> np.ndarray:
+        """Stacked logits (n, 3) from each base model's logits on the same rows; ``features``
+        as an array in the fitted column order, or a frame holding the fitted columns (e.g.
+        :func:`length_features` of the test table)."""
         raise NotImplementedError
+
+    def _feature_values(self, features: np.ndarray | pl.DataFrame | None) -> np.ndarray | None:
+        """Features as fitted: a frame is reduced to the fitted feature columns, in order."""
+        if isinstance(features, pl.DataFrame):
+            missing = [c for c in self.feature_names_ if c not in features.columns]
+            if missing:
+                raise DataError(f"feature column(s) {missing} missing", column=missing[0])
+            return features.select(self.feature_names_).to_numpy().astype(np.float64)
+        return features
 
     def fit_data(self, data: StackData) -> Stacker:
         return self.fit(data.logits, data.y, data.features, data.sample_weight, data.folds,
@@ -449,7 +461,7 @@ class LogisticStacker(Stacker):
 
     def predict_logits(self, logits, features=None):
         self._check_fitted()
-        x = design_matrix(logits, self.models_, features)
+        x = design_matrix(logits, self.models_, self._feature_values(features))
         if x.shape[1] != len(self.mean_):
             raise ConfigError(f"the stacker was fitted on {len(self.mean_)} columns, got "
                               f"{x.shape[1]} (features {self.feature_names_})")
@@ -529,7 +541,7 @@ class LGBMStacker(Stacker):
 
     def predict_logits(self, logits, features=None):
         self._check_fitted()
-        x = design_matrix(logits, self.models_, features)
+        x = design_matrix(logits, self.models_, self._feature_values(features))
         return log_softmax(self.booster_.predict(x, raw_score=True))
 
     def feature_importance(self) -> dict[str, float]:

@@ -52,6 +52,14 @@ def test_stack_command(cli, runs, tmp_path):
     stacker = load_stacker(out / "stacker.json")
     assert stacker.name == "logistic" and stacker.models_ == ["prior", "uniform"]
     assert "log_len_diff" in stacker.feature_names_
+    # applied at test time to new rows: base logits by name, features as a frame
+    from prefpred.config import load_competition
+    from prefpred.stack import length_features
+
+    test = load_competition("shared-all").load_train().take(list(range(5)))
+    base = {"prior": np.tile(np.log([0.4, 0.4, 0.2]), (5, 1)), "uniform": np.zeros((5, 3))}
+    z = stacker.predict_logits(base, length_features(test))
+    assert z.shape == (5, 3) and np.allclose(softmax(z).sum(1), 1)
     assert json.loads((out / "calibrator.json").read_text())["method"] == "temperature"
     scores = pl.read_csv(out / "scores.csv").filter(pl.col("group") == "ALL")
     by = {(m, c): v for m, c, v in scores.select("model", "calibration", "log_loss").iter_rows()}
