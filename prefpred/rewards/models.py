@@ -471,6 +471,9 @@ def reward_folds(y: np.ndarray, groups: np.ndarray | None = None, n_folds: int =
         raise ConfigError(f"need at least 2 folds, got {n_folds}")
     if len(y) < 2 * n_folds:
         raise DataError(f"only {len(y)} labelled pairs for {n_folds} folds")
+    if groups is not None and len(np.unique(groups)) < n_folds:
+        raise DataError(f"only {len(np.unique(groups))} distinct groups for {n_folds} folds",
+                        column="group", fix="use fewer --folds or drop the 'group' column")
     folds = np.full(len(y), -1, dtype=np.int64)
     if groups is None:
         split = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(y, y)
