@@ -42,6 +42,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_load.py
+	$(BIN)/python benchmarks/bench_reward_calibration.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check prefpred tests benchmarks

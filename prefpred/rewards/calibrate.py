@@ -1,0 +1,158 @@
+"""Fit, choose, save and apply a tie-aware calibrator for reward scores (the CLI's library side).
+
+``fit_reward_calibration`` compares the tie models by out-of-fold log loss (folds grouped by the
+scores file's ``group`` column when it has one), refits every model on all rows, and writes a
+model folder::
+
+    DIR/calibrator.json        the chosen model (lowest out-of-fold log loss, or the one asked for)
+    DIR/<model>.json           every fitted model, so another can be applied by name
+    DIR/report.json            out-of-fold scores of each model and of the baselines
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from prefpred.errors import ConfigError, DataError
+from prefpred.io import write_json_atomic
+from prefpred.metrics import score, softmax
+from prefpred.rewards.io import RewardScores
+from prefpred.rewards.models import (
+    TIE_MODELS,
+    MultinomialTie,
+    TieModel,
+    load_tie_model,
+    make_tie_model,
+    oof_tie_scores,
+    reward_folds,
+    save_tie_model,
+)
+
+CALIBRATOR_FILE = "calibrator.json"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class RewardCalibration:
+    chosen: str
+    model: TieModel
+    scores: pl.DataFrame  # one row per candidate: out-of-fold log loss, accuracy, ECE
+    out_dir: Path | None
+
+
+def _params(name: str, position_bias: bool, feature_names: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {"position_bias": position_bias}
+    if name == MultinomialTie.name and feature_names:
+        params["features"] = list(feature_names)
+    return params
+
+
+def fit_reward_calibration(
+    scores: RewardScores,
+    out_dir: str | Path | None = None,
+    *,
+    model: str = "auto",
+    candidates: Sequence[str] = tuple(TIE_MODELS),
+    n_folds: int = 5,
+    seed: int = 0,
+    position_bias: bool = True,
+) -> RewardCalibration:
+    """Compare tie models out of fold, refit them on all rows, save them, return the chosen one.
+
+    ``model='auto'`` picks the candidate with the lowest out-of-fold log loss; a model name
+    fits and keeps only that one (the comparison table still lists the baselines).
+    """
+    if scores.y is None:
+        raise DataError("no labels to fit on", file=scores.file, column="label")
+    if model != "auto":
+        if model not in TIE_MODELS:
+            raise ConfigError(f"unknown tie model {model!r}; choose auto or one of "
+                              f"{sorted(TIE_MODELS)}")
+        candidates = [model]
+    if scores.feature_names and MultinomialTie.name not in candidates:
+        raise ConfigError("features are used by the multinomial model only; add it to the "
+                          "candidates or drop the features")
+    y = scores.y
+    folds = reward_folds(y, scores.groups, n_folds, seed)
+    oof = oof_tie_scores(scores.margin, y, folds, models=candidates, features=scores.features,
+                         feature_names=scores.feature_names, position_bias=position_bias,
+                         sample_weight=scores.weights)
+    rows = []
+    for name, res in oof.items():
+        s = score(y, softmax(res["logits"]))
+        rows.append({"model": name, "oof_log_loss": s["log_loss"], "accuracy": s["accuracy"],
+                     "ece": s["ece"], "tie_model": name in TIE_MODELS})
+    table = pl.DataFrame(rows)
+    ranked = table.filter(pl.col("tie_model")).sort("oof_log_loss")
+    chosen = str(ranked["model"][0])
+    fitted: dict[str, TieModel] = {}
+    for name in candidates:
+        fitted[name] = make_tie_model(name, **_params(name, position_bias, scores.feature_names))
+        fitted[name].fit(scores.margin, y, scores.weights, scores.features
+                         if name == MultinomialTie.name else None)
+    table = table.with_columns((pl.col("model") == chosen).alias("chosen")).drop("tie_model")
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"scores_file": str(scores.file), "rows": len(scores), "n_folds": n_folds,
+                "seed": seed}
+        for name, m in fitted.items():
+            save_tie_model(m, out / f"{name}.json", **meta)
+        save_tie_model(fitted[chosen], out / CALIBRATOR_FILE, chosen_by="out-of-fold log loss",
+                       **meta)
+        write_json_atomic(out / REPORT_FILE, {
+            **meta, "chosen": chosen, "grouped_folds": scores.groups is not None,
+            "scores": table.to_dicts(),
+            "params": {n: m.params_ for n, m in fitted.items()},
+            "standard_errors": {n: m.standard_errors(scores.margin, y, scores.weights,
+                                                     scores.features
+                                                     if n == MultinomialTie.name else None)
+                                for n, m in fitted.items()},
+        })
+    return RewardCalibration(chosen, fitted[chosen], table,
+                             Path(out_dir) if out_dir is not None else None)
+
+
+def resolve_model_path(path: str | Path, name: str | None = None) -> Path:
+    """A model folder (its calibrator.json, or ``<name>.json``) or a model JSON file."""
+    path = Path(path)
+    if path.is_dir():
+        target = path / (f"{name}.json" if name else CALIBRATOR_FILE)
+        if not target.exists():
+            saved = sorted(p.stem for p in path.glob("*.json") if p.stem in TIE_MODELS)
+            raise DataError(f"no {target.name} in the model folder (fitted models: {saved})",
+                            file=path)
+        return target
+    if name:
+        raise ConfigError("--use NAME needs a model folder, not a single model file")
+    if not path.exists():
+        raise DataError("model not found", file=path,
+                        fix="pass the folder written by `prefpred calibrate-rewards fit`")
+    return path
+
+
+def model_features(model: TieModel) -> list[str]:
+    return list(getattr(model, "features", []))
+
+
+def apply_reward_calibration(model: TieModel, scores: RewardScores) -> np.ndarray:
+    """Probabilities (n, 3) in class order (A, B, TIE) for the pairs of a scores file."""
+    feats = model_features(model)
+    if feats != scores.feature_names:
+        raise ConfigError(f"the model needs feature columns {feats}; read the scores with them")
+    return model.predict_proba(scores.margin, scores.features if feats else None)
+
+
+def load_report(out_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / REPORT_FILE).read_text())
+
+
+__all__ = ["RewardCalibration", "apply_reward_calibration", "fit_reward_calibration",
+           "load_report", "load_tie_model", "model_features", "resolve_model_path"]

@@ -1,0 +1,537 @@
+"""Tie-aware models that turn a reward margin into calibrated (A, B, TIE) probabilities.
+
+A reward model scores each response alone; the margin ``m = reward_a - reward_b`` says how much
+better A looks. Bradley-Terry (what TRL and OpenRLHF train) has no tie outcome, so these models
+add one, all fitted by maximum likelihood on a convex negative log-likelihood:
+
+- :class:`RaoKupper`: ``d = s * m + b``; ``P(A) = sigmoid(d - eta)``, ``P(B) = sigmoid(-d - eta)``,
+  ``P(TIE)`` the rest (``eta >= 0``). It is the ordered logit with cut points ``-eta, eta``.
+- :class:`Davidson`: ``softmax(d / 2, -d / 2, log nu)``.
+- :class:`MultinomialTie`: a multinomial logistic on ``(1, m, |m|, features...)`` with TIE as the
+  reference class, so the tie odds may depend on ``|m|`` and on features (e.g. lengths).
+
+``b`` is the position bias (does the first response win more often at equal rewards); set
+``position_bias=False`` to fix it at 0. :func:`oof_tie_scores` compares the models by
+out-of-fold log loss; :func:`save_tie_model` / :func:`load_tie_model` round-trip them as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+
+from prefpred.errors import ConfigError, DataError
+from prefpred.io import write_json_atomic
+from prefpred.labels import CLASSES, N_CLASSES, TIE, A, B
+from prefpred.metrics import log_loss, softmax
+from prefpred.models.base import log_softmax
+
+FORMAT_VERSION = 1
+_MIN_ETA = 1e-6
+
+
+def _check(margin: np.ndarray, y: np.ndarray | None = None,
+           sample_weight: np.ndarray | None = None, features: np.ndarray | None = None,
+           n_features: int = 0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    m = np.asarray(margin, dtype=np.float64)
+    if m.ndim != 1:
+        raise ValueError(f"margin must be one number per pair, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError("margins must be finite")
+    n = len(m)
+    yy = None
+    if y is not None:
+        yy = np.asarray(y, dtype=np.int64)
+        if yy.shape != (n,) or ((yy < 0) | (yy >= N_CLASSES)).any():
+            raise ValueError("labels must be n class indices 0 (A), 1 (B), 2 (TIE)")
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,) or (w < 0).any():
+        raise ValueError("sample_weight must be n non-negative numbers")
+    x = np.zeros((n, 0)) if features is None else np.asarray(features, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.shape != (n, n_features):
+        raise ValueError(f"expected features of shape ({n}, {n_features}), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features must be finite")
+    return m, yy, w, x
+
+
+def _scale(values: np.ndarray) -> float:
+    s = float(np.std(values))
+    return s if s > 1e-12 else 1.0
+
+
+class TieModel:
+    """Base class. ``fit(margin, y, sample_weight=None, features=None)``; ``predict_proba``.
+
+    Subclasses define ``_param_names``, ``_initial(m, y, w, x)``, ``_log_proba(theta, m, x)`` and
+    ``_nll_grad(theta, m, x, y, w) -> (value, grad)`` on standardised inputs, and ``_bounds``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, position_bias: bool = True) -> None:
+        self.position_bias = position_bias
+        self.coef_: np.ndarray | None = None  # in the units of the raw margin and features
+        self.n_iter_: int | None = None
+
+    # -- to override
+    def _param_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _initial(self, m, y, w, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def _log_proba(self, theta, m, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def _nll_grad(self, theta, m, x, y, w) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def _bounds(self) -> list[tuple[float | None, float | None]]:
+        return [(None, None)] * len(self._param_names())
+
+    def _to_raw(self, theta: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Map parameters fitted on standardised inputs back to raw units."""
+        raise NotImplementedError
+
+    def _from_raw(self, coef: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def n_features(self) -> int:
+        return 0
+
+    # -- public
+    def get_params(self) -> dict[str, Any]:
+        return {"position_bias": self.position_bias}
+
+    @property
+    def params_(self) -> dict[str, float]:
+        """Fitted parameters by name, in raw margin units."""
+        self._check_fitted()
+        return dict(zip(self._param_names(), map(float, self.coef_), strict=True))
+
+    def _check_fitted(self) -> None:
+        if self.coef_ is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
+
+    def fit(self, margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            features: np.ndarray | None = None) -> TieModel:
+        """Maximum likelihood (L-BFGS-B with analytic gradients, on standardised inputs)."""
+        m, y, w, x = _check(margin, y, sample_weight, features, self.n_features)
+        if w.sum() <= 0:
+            raise ValueError("sample weights sum to zero")
+        w = w / w.sum()
+        scales = np.array([_scale(m), *[_scale(c) for c in x.T]])
+        ms, xs = m / scales[0], x / scales[1:]
+        theta0 = self._initial(ms, y, w, xs)
+        res = minimize(self._nll_grad, theta0, args=(ms, xs, y, w), jac=True, method="L-BFGS-B",
+                       bounds=self._bounds(),
+                       options={"maxiter": 2000, "gtol": 1e-9, "ftol": 1e-15})
+        self.coef_ = self._to_raw(res.x, scales)
+        self.n_iter_ = int(res.nit)
+        return self
+
+    def predict_log_proba(self, margin: np.ndarray, features: np.ndarray | None = None
+                          ) -> np.ndarray:
+        self._check_fitted()
+        m, _, _, x = _check(margin, features=features, n_features=self.n_features)
+        return self._log_proba(self._from_raw(self.coef_, np.ones(1 + x.shape[1])), m, x)
+
+    def predict_proba(self, margin: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        return np.exp(self.predict_log_proba(margin, features))
+
+    def predict_logits(self, margin: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """Log-probabilities (n, 3): logits in prefpred's class order, ready for stacking."""
+        return self.predict_log_proba(margin, features)
+
+    def nll(self, margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            features: np.ndarray | None = None) -> float:
+        """Weighted mean negative log-likelihood (the fitted objective, unclipped)."""
+        m, y, w, x = _check(margin, y, sample_weight, features, self.n_features)
+        lp = self.predict_log_proba(m, x)[np.arange(len(m)), y]
+        return float(-(w * lp).sum() / w.sum())
+
+    def simulate(self, margin: np.ndarray, features: np.ndarray | None = None,
+                 seed: int = 0) -> np.ndarray:
+        """Labels drawn from the model's own probabilities (for checks and power studies)."""
+        p = self.predict_proba(margin, features)
+        u = np.random.default_rng(seed).random(len(p))
+        return (u[:, None] > np.cumsum(p, axis=1)).sum(1).clip(0, N_CLASSES - 1)
+
+    def _free(self) -> np.ndarray:
+        """Which parameters are fitted (False: fixed by an option, e.g. no position bias)."""
+        return np.ones(len(self._param_names()), dtype=bool)
+
+    def standard_errors(self, margin: np.ndarray, y: np.ndarray,
+                        sample_weight: np.ndarray | None = None,
+                        features: np.ndarray | None = None) -> dict[str, float]:
+        """Asymptotic standard errors of the fitted parameters (inverse observed information).
+
+        Sample weights count as frequencies (their sum is the number of observations). Fixed
+        parameters get 0.
+        """
+        self._check_fitted()
+        m, y, w, x = _check(margin, y, sample_weight, features, self.n_features)
+        theta = self._from_raw(self.coef_, np.ones(1 + x.shape[1]))  # raw units: identity
+        free = np.flatnonzero(self._free())
+        hess = np.zeros((len(free), len(free)))
+        for j, i in enumerate(free):
+            h = 1e-5 * max(1.0, abs(theta[i]))
+            up, down = theta.copy(), theta.copy()
+            up[i] += h
+            down[i] -= h
+            diff = (self._nll_grad(up, m, x, y, w)[1] - self._nll_grad(down, m, x, y, w)[1])
+            hess[:, j] = diff[free] / (2 * h)
+        hess = (hess + hess.T) / 2
+        se = np.zeros(len(theta))
+        se[free] = np.sqrt(np.clip(np.diag(np.linalg.pinv(hess)), 0, None))
+        return dict(zip(self._param_names(), map(float, se), strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"kind": "tie-model", "format_version": FORMAT_VERSION, "model": self.name,
+                "params": self.get_params(), "coef": self.params_}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TieModel:
+        obj = cls(**data.get("params", {}))
+        names = obj._param_names()
+        coef = data["coef"]
+        missing = [n for n in names if n not in coef]
+        if missing:
+            raise KeyError(f"coefficients {missing} missing")
+        obj.coef_ = np.array([float(coef[n]) for n in names])
+        return obj
+
+
+class _MarginModel(TieModel):
+    """Shared parts of Rao-Kupper and Davidson: theta = (s, b, tie parameter)."""
+
+    _tie_name: ClassVar[str] = ""
+
+    def _param_names(self) -> list[str]:
+        return ["scale", "position_bias", self._tie_name]
+
+    def _bounds(self):
+        return [(None, None), (None, None) if self.position_bias else (0.0, 0.0),
+                self._tie_bound()]
+
+    def _tie_bound(self) -> tuple[float | None, float | None]:
+        return (None, None)
+
+    def _free(self) -> np.ndarray:
+        return np.array([True, self.position_bias, True])
+
+    def _to_raw(self, theta, scales):
+        return np.array([theta[0] / scales[0], theta[1], theta[2]])
+
+    def _from_raw(self, coef, scales):
+        return np.array([coef[0] * scales[0], coef[1], coef[2]])
+
+    @staticmethod
+    def _tie_rate(y, w) -> float:
+        return float(np.clip((w * (y == TIE)).sum(), 0.02, 0.9))
+
+
+class RaoKupper(_MarginModel):
+    """``P(A) = sigmoid(d - eta)``, ``P(B) = sigmoid(-d - eta)``, ``P(TIE) = 1 - P(A) - P(B)``."""
+
+    name = "rao-kupper"
+    _tie_name = "eta"
+
+    def _tie_bound(self):
+        return (_MIN_ETA, None)
+
+    def _initial(self, m, y, w, x):
+        t = self._tie_rate(y, w)
+        return np.array([0.0, 0.0, np.log((1 + t) / (1 - t))])
+
+    @staticmethod
+    def _parts(theta, m):
+        s, b, eta = theta
+        d = s * m + b
+        a1, a2 = d - eta, -d - eta
+        l_a, l_b = log_expit(a1), log_expit(a2)
+        l1 = log_expit(-a1)  # log sigmoid(eta - d); P(TIE) = sigmoid(eta - d) - sigmoid(-eta - d)
+        diff = np.minimum(l_b - l1, -1e-300)
+        l_t = l1 + np.log(-np.expm1(diff))
+        return d, a1, a2, l_a, l_b, l1, diff, l_t
+
+    def _log_proba(self, theta, m, x):
+        _, _, _, l_a, l_b, _, _, l_t = self._parts(theta, m)
+        return np.stack([l_a, l_b, l_t], axis=1)
+
+    def _nll_grad(self, theta, m, x, y, w):
+        d, a1, a2, l_a, l_b, l1, diff, l_t = self._parts(theta, m)
+        lp = np.stack([l_a, l_b, l_t], axis=1)
+        sa1, sna1, sna2 = expit(a1), expit(-a1), expit(-a2)
+        g = -1.0 / np.expm1(-diff)  # d log(1 - e^D) / dD
+        dl1_dd, dl1_de = -sa1, sa1
+        dl2_dd, dl2_de = -sna2, -sna2
+        grad_d = np.stack([sna1, -sna2, dl1_dd + g * (dl2_dd - dl1_dd)], axis=1)
+        grad_e = np.stack([-sna1, -sna2, dl1_de + g * (dl2_de - dl1_de)], axis=1)
+        rows = np.arange(len(m))
+        gd = -w * grad_d[rows, y]
+        ge = -w * grad_e[rows, y]
+        value = -(w * lp[rows, y]).sum()
+        return float(value), np.array([(gd * m).sum(), gd.sum(), ge.sum()])
+
+
+class Davidson(_MarginModel):
+    """``softmax(d / 2, -d / 2, log nu)``: P(TIE) is largest (nu / (2 + nu)) at equal rewards."""
+
+    name = "davidson"
+    _tie_name = "log_nu"
+
+    def _initial(self, m, y, w, x):
+        t = self._tie_rate(y, w)
+        return np.array([0.0, 0.0, np.log(2 * t / (1 - t))])
+
+    @staticmethod
+    def _logits(theta, m):
+        s, b, log_nu = theta
+        d = s * m + b
+        return np.stack([d / 2, -d / 2, np.full_like(d, log_nu)], axis=1)
+
+    def _log_proba(self, theta, m, x):
+        return log_softmax(self._logits(theta, m))
+
+    def _nll_grad(self, theta, m, x, y, w):
+        lp = log_softmax(self._logits(theta, m))
+        rows = np.arange(len(m))
+        r = w[:, None] * (np.exp(lp) - np.eye(N_CLASSES)[y])  # d nll / d logits
+        g_d = (r[:, A] - r[:, B]) / 2
+        return float(-(w * lp[rows, y]).sum()), np.array([(g_d * m).sum(), g_d.sum(),
+                                                          r[:, TIE].sum()])
+
+
+class MultinomialTie(TieModel):
+    """Multinomial logistic on ``(1, m, |m|, features...)``; TIE is the reference class.
+
+    ``logit_A = w_A . phi``, ``logit_B = w_B . phi``, ``logit_TIE = 0``, so the odds of a tie
+    against either win, ``exp(-w . phi)``, may depend on ``|m|`` and on the features.
+    ``position_bias=False`` ties the two intercepts together. ``l2`` penalises all but the
+    intercepts (on standardised inputs; 0 gives the plain maximum likelihood).
+    """
+
+    name = "multinomial"
+
+    def __init__(self, position_bias: bool = True, features: Sequence[str] = (),
+                 abs_margin: bool = True, l2: float = 0.0) -> None:
+        super().__init__(position_bias)
+        self.features = list(features)
+        self.abs_margin = abs_margin
+        self.l2 = l2
+
+    def get_params(self) -> dict[str, Any]:
+        return {"position_bias": self.position_bias, "features": list(self.features),
+                "abs_margin": self.abs_margin, "l2": self.l2}
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def _columns(self) -> list[str]:
+        return ["intercept", "margin", *(["abs_margin"] if self.abs_margin else []),
+                *self.features]
+
+    def _param_names(self) -> list[str]:
+        cols = self._columns()
+        return [f"{cls}:{c}" for cls in CLASSES[:2] for c in cols]
+
+    def _design(self, m, x) -> np.ndarray:
+        parts = [np.ones_like(m), m, *([np.abs(m)] if self.abs_margin else []), *x.T]
+        return np.stack(parts, axis=1)
+
+    def _col_scales(self, scales) -> np.ndarray:
+        return np.array([1.0, scales[0], *([scales[0]] if self.abs_margin else []), *scales[1:]])
+
+    def _to_raw(self, theta, scales):
+        k = len(self._columns())
+        return (theta.reshape(2, k) / self._col_scales(scales)).ravel()
+
+    def _from_raw(self, coef, scales):
+        k = len(self._columns())
+        return (coef.reshape(2, k) * self._col_scales(scales)).ravel()
+
+    def _weights(self, theta) -> np.ndarray:
+        k = len(self._columns())
+        wmat = theta.reshape(2, k).copy()
+        if not self.position_bias:
+            wmat[1, 0] = wmat[0, 0]
+        return wmat
+
+    def _free(self) -> np.ndarray:
+        free = np.ones(2 * len(self._columns()), dtype=bool)
+        free[len(self._columns())] = self.position_bias
+        return free
+
+    def _initial(self, m, y, w, x):
+        k = len(self._columns())
+        t = self._tie_rate_safe(y, w)
+        theta = np.zeros((2, k))
+        theta[:, 0] = np.log((1 - t) / 2 / t)
+        return theta.ravel()
+
+    @staticmethod
+    def _tie_rate_safe(y, w) -> float:
+        return float(np.clip((w * (y == TIE)).sum(), 0.02, 0.9))
+
+    def _logits(self, theta, m, x):
+        phi = self._design(m, x)
+        wmat = self._weights(theta)
+        return np.column_stack([phi @ wmat[0], phi @ wmat[1], np.zeros(len(m))]), phi
+
+    def _log_proba(self, theta, m, x):
+        return log_softmax(self._logits(theta, m, x)[0])
+
+    def _nll_grad(self, theta, m, x, y, w):
+        z, phi = self._logits(theta, m, x)
+        lp = log_softmax(z)
+        rows = np.arange(len(m))
+        r = w[:, None] * (np.exp(lp) - np.eye(N_CLASSES)[y])
+        grad = np.stack([phi.T @ r[:, A], phi.T @ r[:, B]])
+        if not self.position_bias:  # both intercepts are the first one
+            grad[0, 0] += grad[1, 0]
+            grad[1, 0] = 0.0
+        wmat = self._weights(theta)
+        pen = self.l2 * (wmat[:, 1:] ** 2).sum()
+        grad[:, 1:] += 2 * self.l2 * wmat[:, 1:]
+        return float(-(w * lp[rows, y]).sum() + pen), grad.ravel()
+
+    def fit(self, margin, y, sample_weight=None, features=None) -> MultinomialTie:
+        super().fit(margin, y, sample_weight, features)
+        if not self.position_bias:
+            k = len(self._columns())
+            self.coef_[k] = self.coef_[0]
+        return self
+
+
+TIE_MODELS: dict[str, type[TieModel]] = {c.name: c for c in (RaoKupper, Davidson, MultinomialTie)}
+
+
+def make_tie_model(name: str, **params: Any) -> TieModel:
+    if name not in TIE_MODELS:
+        raise ConfigError(f"unknown tie model {name!r}; choose one of {sorted(TIE_MODELS)}")
+    try:
+        return TIE_MODELS[name](**params)
+    except TypeError as err:
+        raise ConfigError(f"tie model {name!r}: {err}") from None
+
+
+def save_tie_model(model: TieModel, path: str | Path, **meta: Any) -> Path:
+    write_json_atomic(path, {**model.to_dict(), **({"meta": meta} if meta else {})})
+    return Path(path)
+
+
+def load_tie_model(path: str | Path) -> TieModel:
+    path = Path(path)
+    if not path.exists():
+        raise DataError("tie model file not found", file=path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"not a tie model file (bad JSON: {err.msg})", file=path) from None
+    if not isinstance(data, dict) or data.get("kind") != "tie-model":
+        raise DataError("not a tie model file (no \"kind\": \"tie-model\")", file=path)
+    name = data.get("model")
+    if name not in TIE_MODELS:
+        raise DataError(f"unknown tie model {name!r}", file=path, column="model")
+    try:
+        return TIE_MODELS[name].from_dict(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"malformed tie model ({err})", file=path) from None
+
+
+# --------------------------------------------------------------------------- comparison
+def uncalibrated_logits(margin: np.ndarray) -> np.ndarray:
+    """The raw margin read as Bradley-Terry logits with the tie logit at 0:
+    ``softmax(m / 2, -m / 2, 0)`` (Davidson with s = 1, b = 0, nu = 1), the baseline a tie-aware
+    model has to beat."""
+    m = np.asarray(margin, dtype=np.float64)
+    return log_softmax(np.stack([m / 2, -m / 2, np.zeros_like(m)], axis=1))
+
+
+def reward_folds(y: np.ndarray, groups: np.ndarray | None = None, n_folds: int = 5,
+                 seed: int = 0) -> np.ndarray:
+    """Fold ids for comparing tie models: stratified by label, grouped when groups are given."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    y = np.asarray(y)
+    if n_folds < 2:
+        raise ConfigError(f"need at least 2 folds, got {n_folds}")
+    if len(y) < 2 * n_folds:
+        raise DataError(f"only {len(y)} labelled pairs for {n_folds} folds")
+    if groups is not None and len(np.unique(groups)) < n_folds:
+        raise DataError(f"only {len(np.unique(groups))} distinct groups for {n_folds} folds",
+                        column="group", fix="use fewer --folds or drop the 'group' column")
+    folds = np.full(len(y), -1, dtype=np.int64)
+    if groups is None:
+        split = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(y, y)
+    else:
+        split = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(y, y, groups)
+    for k, (_, test) in enumerate(split):
+        folds[test] = k
+    return folds
+
+
+def oof_tie_logits(name: str, margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
+                   features: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
+                   params: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Out-of-fold log-probabilities of one tie model (fit on the other folds, predict this).
+
+    ``features`` are the values (n, p) of the columns that ``params["features"]`` names.
+    """
+    m, y, w, _ = _check(margin, y, sample_weight)
+    folds = np.asarray(folds)
+    out = np.empty((len(m), N_CLASSES))
+    x = None if features is None else np.asarray(features, dtype=np.float64).reshape(len(m), -1)
+    for k in np.unique(folds):
+        test = folds == k
+        model = make_tie_model(name, **dict(params or {}))
+        model.fit(m[~test], y[~test], w[~test], None if x is None else x[~test])
+        out[test] = model.predict_log_proba(m[test], None if x is None else x[test])
+    return out
+
+
+def oof_tie_scores(margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
+                   models: Sequence[str] = tuple(TIE_MODELS),
+                   features: np.ndarray | None = None, feature_names: Sequence[str] = (),
+                   position_bias: bool = True, sample_weight: np.ndarray | None = None,
+                   ) -> dict[str, dict[str, Any]]:
+    """Out-of-fold log loss of the uncalibrated margin, the class prior and each tie model.
+
+    Returns ``{name: {"log_loss": float, "logits": (n, 3) out-of-fold log-probabilities}}``;
+    features are passed to the multinomial model only.
+    """
+    m, y, w, _ = _check(margin, y, sample_weight)
+    results: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, logits: np.ndarray) -> None:
+        results[name] = {"log_loss": log_loss(y, softmax(logits)), "logits": logits}
+
+    add("uncalibrated", uncalibrated_logits(m))
+    prior = np.empty((len(m), N_CLASSES))
+    for k in np.unique(folds):
+        test = np.asarray(folds) == k
+        counts = np.bincount(y[~test], weights=w[~test], minlength=N_CLASSES) + 1.0
+        prior[test] = np.log(counts / counts.sum())
+    add("prior", prior)
+    for name in models:
+        params: dict[str, Any] = {"position_bias": position_bias}
+        feats = None
+        if name == MultinomialTie.name and len(feature_names):
+            params["features"] = list(feature_names)
+            feats = features
+        add(name, oof_tie_logits(name, m, y, folds, features=feats, sample_weight=w,
+                                 params=params))
+    return results

@@ -1,0 +1,117 @@
+"""Score both responses of every pair with a Hugging Face reward model.
+
+A reward model here is any sequence classifier with one output (``num_labels=1``), e.g.
+Skywork-Reward or an ArmoRM-style head, saved with ``save_pretrained``. Each side of a pair is
+rendered as a conversation (prompt turns as ``user``, response turns as ``assistant``) with the
+tokenizer's chat template, truncated from the left (the end of the response is kept), batched by
+length, and scored. The output feeds ``prefpred calibrate-rewards fit`` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from prefpred.data.table import PreferenceTable
+from prefpred.errors import ConfigError, DependencyError
+from prefpred.labels import CLASSES
+
+
+def conversation(prompt: list[str], response: list[str]) -> list[dict[str, str]]:
+    """Alternate user / assistant messages: prompt turn i, then response turn i."""
+    messages = []
+    for i in range(max(len(prompt), len(response))):
+        if i < len(prompt):
+            messages.append({"role": "user", "content": prompt[i] or ""})
+        if i < len(response):
+            messages.append({"role": "assistant", "content": response[i] or ""})
+    return messages
+
+
+def render_conversation(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The tokenizer's chat template, or plain ``User:`` / ``Assistant:`` blocks without one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def load_reward_model(path: str | Path, *, device: str | None = None, dtype: str = "auto"):
+    """(tokenizer, model, device) for a local sequence classifier with one output."""
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").exists():
+        raise DependencyError(f"{path}: not a Hugging Face model folder (no config.json); "
+                              "nothing is downloaded at run time, so pass a local folder")
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32,
+                   "float32": torch.float32, "bfloat16": torch.bfloat16,
+                   "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    config = AutoConfig.from_pretrained(path)
+    if config.num_labels != 1:
+        raise ConfigError(f"{path}: a reward model has one output, this classifier has "
+                          f"{config.num_labels} (num_labels)")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.truncation_side = "left"
+    model.to(device).eval()
+    return tokenizer, model, device
+
+
+def score_texts(tokenizer, model, texts: list[str], *, device: str = "cpu", batch_size: int = 8,
+                max_length: int = 2048, progress: bool = True) -> np.ndarray:
+    """One reward per text. Texts are sorted by length so each batch pads little."""
+    import torch
+    from rich.progress import Progress
+
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
+    ids = encoded["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")[::-1]
+    out = np.empty(len(texts))
+    with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
+        task = bar.add_task("scoring", total=len(texts))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(**batch).logits
+            out[idx] = logits[:, 0].float().cpu().numpy()
+            bar.advance(task, len(idx))
+    return out
+
+
+def score_pairs(model_path: str | Path, table: PreferenceTable, *, batch_size: int = 8,
+                max_length: int = 2048, device: str | None = None, dtype: str = "auto",
+                progress: bool = True) -> pl.DataFrame:
+    """id, reward_a, reward_b, source, group (and label as A/B/TIE when the table has labels)."""
+    tokenizer, model, device = load_reward_model(model_path, device=device, dtype=dtype)
+    prompts = table.column("prompt").to_list()
+    texts = []
+    for col in ("response_a", "response_b"):
+        texts += [render_conversation(tokenizer, conversation(p, r))
+                  for p, r in zip(prompts, table.column(col).to_list(), strict=True)]
+    rewards = score_texts(tokenizer, model, texts, device=device, batch_size=batch_size,
+                          max_length=max_length, progress=progress)
+    n = len(table)
+    frame = pl.DataFrame({"id": table.ids, "reward_a": rewards[:n], "reward_b": rewards[n:],
+                          "source": table.column("source"), "group": table.column("group")})
+    if table.n_labelled == n:
+        frame = frame.with_columns(
+            pl.Series("label", [CLASSES[i] for i in table.labels()], dtype=pl.String))
+    return frame
