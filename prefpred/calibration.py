@@ -30,11 +30,10 @@ from scipy.optimize import minimize
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import atomic_path, write_json_atomic
-from prefpred.labels import CLASSES, N_CLASSES
+from prefpred.labels import CLASSES, LOGIT_COLUMNS, N_CLASSES
 from prefpred.metrics import ece_per_class, score_by, softmax
 from prefpred.models.base import log_softmax
 
-LOGIT_COLUMNS = [f"logit_{c}" for c in CLASSES]
 FORMAT_VERSION = 1
 
 

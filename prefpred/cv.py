@@ -15,11 +15,9 @@ import polars as pl
 from prefpred.data.folds import assign_folds, check_folds, fold_split
 from prefpred.data.table import PreferenceTable
 from prefpred.io import atomic_path, write_json_atomic
-from prefpred.labels import CLASSES
+from prefpred.labels import CLASSES, LOGIT_COLUMNS
 from prefpred.metrics import score_by, softmax
 from prefpred.models.base import PreferenceModel, check_logits, set_work_dir
-
-LOGIT_COLUMNS = [f"logit_{c}" for c in CLASSES]
 
 
 @dataclass

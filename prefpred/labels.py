@@ -10,6 +10,8 @@ import numpy as np
 CLASSES: Final[tuple[str, str, str]] = ("A", "B", "TIE")
 N_CLASSES: Final[int] = 3
 A, B, TIE = 0, 1, 2
+#: Names of the logit columns in out-of-fold and prediction frames, in class order.
+LOGIT_COLUMNS: Final[list[str]] = [f"logit_{c}" for c in CLASSES]
 #: Column permutation that maps a pair's classes onto its swapped pair's classes.
 SWAP_PERMUTATION: Final[tuple[int, int, int]] = (B, A, TIE)
 
