@@ -109,3 +109,15 @@ def test_sums_within_tolerance_pass(tmp_path):
                   "winner_model_b": [0.3333333, 0.5, 0.2],
                   "winner_tie": [0.3333334, 0.0, 0.6000005]}).write_csv(out)
     validate_submission(out, comp, test=test)
+
+
+def test_written_files_have_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    comp = load_competition("lmsys-chatbot-arena")
+    test = load_table(KAGGLE).take(np.arange(3))
+    out = write_submission(tmp_path / "s.csv", test, np.full((3, 3), 1 / 3), comp)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask

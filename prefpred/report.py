@@ -1,0 +1,282 @@
+"""The HTML report of a ``prefpred run``: one self-contained file (figures embedded as PNG)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from prefpred.io import write_text_atomic
+from prefpred.labels import CLASSES
+from prefpred.metrics import log_loss, softmax
+
+METRIC_COLUMNS = ("rows", "log_loss", "accuracy", "brier", "ece")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1d2330;line-height:1.45}
+h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+th,td{border:1px solid #d5d9e2;padding:.25rem .55rem;text-align:right}
+th{background:#f2f4f8}td.l,th.l{text-align:left}
+tr.best td{background:#e6f4ea;font-weight:600}
+.kpi{display:inline-block;margin:.4rem 1.2rem .4rem 0;padding:.5rem .9rem;border:1px solid #d5d9e2;
+border-radius:6px}.kpi b{display:block;font-size:1.4rem}
+.muted{color:#667}img{max-width:100%}pre{background:#f6f7f9;padding:.6rem;overflow:auto;font-size:.8rem}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def html_table(frame: pl.DataFrame, *, highlight: pl.Series | None = None,
+               left: tuple[str, ...] = ()) -> str:
+    """A polars frame as an HTML table; rows where ``highlight`` is true are marked."""
+    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(c)}</th>'
+                   for c in frame.columns)
+    rows = []
+    marks = highlight.to_list() if highlight is not None else [False] * frame.height
+    for row, mark in zip(frame.iter_rows(), marks, strict=True):
+        cells = "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>'
+                        for c, v in zip(frame.columns, row, strict=True))
+        rows.append(f'<tr class="{"best" if mark else ""}">{cells}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _figure(width: float = 7.0, height: float = 3.6):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def reliability_img(y: np.ndarray, forecasts: Mapping[str, np.ndarray], title: str) -> str:
+    import tempfile
+
+    from prefpred.calibration import plot_reliability
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_reliability(y, forecasts, Path(tmp) / "r.png", title=title)
+        data = path.read_bytes()
+    return f'<img alt="reliability" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def loss_by_length(y: np.ndarray, lengths: np.ndarray, forecasts: Mapping[str, np.ndarray],
+                   n_bins: int = 5) -> pl.DataFrame:
+    """Log loss per quantile bin of the pair length (characters of prompt + both responses)."""
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_bins + 1)))
+    bins = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for b in range(len(edges) - 1):
+        m = bins == b
+        if not m.any():
+            continue
+        row = {"length bin (chars)": f"{edges[b]:,.0f}-{edges[b + 1]:,.0f}", "rows": int(m.sum())}
+        for name, proba in forecasts.items():
+            row[name] = log_loss(y[m], proba[m])
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _length_chart(frame: pl.DataFrame) -> str:
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(frame.height)
+    for col in frame.columns[2:]:
+        ax.plot(x, frame[col].to_numpy(), marker="o", label=col)
+    ax.axhline(np.log(3), color="0.6", ls="--", lw=1, label="uniform (ln 3)")
+    ax.set_xticks(x, frame["length bin (chars)"].to_list(), rotation=20, fontsize=8)
+    ax.set_ylabel("log loss (out of fold)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def confusion(y: np.ndarray, proba: np.ndarray) -> pl.DataFrame:
+    pred = proba.argmax(1)
+    rows = []
+    for i, true in enumerate(CLASSES):
+        m = y == i
+        counts = [int(((pred == j) & m).sum()) for j in range(len(CLASSES))]
+        rows.append({"true \\ predicted": true, **dict(zip(CLASSES, counts, strict=True)),
+                     "rows": int(m.sum()),
+                     "recall": counts[i] / max(int(m.sum()), 1)})
+    return pl.DataFrame(rows)
+
+
+def find_importances(work_dirs: Mapping[str, Path]) -> dict[str, pl.DataFrame]:
+    """Feature importances saved by models in their work folders (any ``*importance*`` CSV,
+    parquet or JSON with a feature column and a numeric column), averaged over files."""
+    out = {}
+    for label, folder in work_dirs.items():
+        folder = Path(folder)
+        if not folder.exists():
+            continue
+        frames = []
+        for path in sorted(folder.rglob("*importance*")):
+            try:
+                if path.suffix == ".csv":
+                    frames.append(pl.read_csv(path))
+                elif path.suffix == ".parquet":
+                    frames.append(pl.read_parquet(path))
+                elif path.suffix == ".json":
+                    data = json.loads(path.read_text())
+                    if isinstance(data, dict) and all(isinstance(v, (int, float))
+                                                      for v in data.values()):
+                        frames.append(pl.DataFrame({"feature": list(data),
+                                                    "importance": list(data.values())}))
+                    elif isinstance(data, list):
+                        frames.append(pl.DataFrame(data))
+            except Exception:  # noqa: BLE001 - an unreadable file is left out of the report
+                continue
+        frames = [f for f in frames if f.height and f.width >= 2]
+        if not frames:
+            continue
+        name_col = next((c for c in frames[0].columns if frames[0][c].dtype == pl.String), None)
+        num_cols = [c for c in frames[0].columns if frames[0][c].dtype.is_numeric()]
+        if name_col is None or not num_cols:
+            continue
+        value = next((c for c in num_cols if "gain" in c), num_cols[0])
+        merged = pl.concat([f.select(pl.col(name_col).alias("feature"),
+                                     pl.col(value).cast(pl.Float64).alias(value))
+                            for f in frames if name_col in f.columns and value in f.columns])
+        out[label] = (merged.group_by("feature").agg(pl.col(value).mean())
+                      .sort(value, descending=True).head(25))
+    return out
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n{body}\n"
+
+
+def write_report(
+    path: str | Path,
+    *,
+    config,
+    train,
+    data,
+    scores: pl.DataFrame,
+    oof_logits: Mapping[str, np.ndarray],
+    final_model: str,
+    final_calibration: str,
+    final_oof_calibrated: np.ndarray,
+    lengths: np.ndarray,
+    holdout_scores: pl.DataFrame | None,
+    submission: Path,
+    timings: Mapping[str, float],
+    calibrator=None,
+    stacker=None,
+    work_dirs: Mapping[str, Path] | None = None,
+) -> Path:
+    """Write the run report (see :mod:`prefpred.pipeline`)."""
+    from prefpred import __version__
+    from prefpred.io import git_commit
+
+    y = data.y
+    final_proba = softmax(final_oof_calibrated)
+    overall = scores.filter(pl.col("group") == "ALL").select(
+        "model", "calibration", *METRIC_COLUMNS).sort("log_loss")
+    final_row = overall.filter((pl.col("model") == final_model)
+                               & (pl.col("calibration") == final_calibration)).row(0, named=True)
+    parts = [f"<h1>prefpred run: {html.escape(config.name)}</h1>",
+             f'<p class="muted">{_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")} · '
+             f"prefpred {__version__} · commit {html.escape(str(git_commit(Path(__file__).parent)))}"
+             f" · competition {html.escape(config.competition)} · {len(train)} training rows, "
+             f"{config.folds or 'default'} folds</p>"]
+    kpis = [("final model", f"{final_model} + {final_calibration}"),
+            ("out-of-fold log loss", f"{final_row['log_loss']:.4f}"),
+            ("accuracy", f"{final_row['accuracy']:.3f}"),
+            ("ECE (mean of classes)", f"{final_row['ece']:.4f}")]
+    if holdout_scores is not None:
+        ho = holdout_scores.filter(pl.col("group") == "ALL").row(0, named=True)
+        kpis.append(("held-out test log loss", f"{ho['log_loss']:.4f} ({ho['rows']} rows)"))
+    kpis.append(("uniform baseline", f"{np.log(3):.4f}"))
+    parts.append("".join(f'<div class="kpi">{html.escape(k)}<b>{html.escape(v)}</b></div>'
+                         for k, v in kpis))
+    parts.append(f"<p>Submission: <code>{html.escape(str(submission))}</code> (validated; "
+                 f"provenance beside it). Every score below is out of fold: base models from "
+                 f"grouped K-fold CV, stacks by nested CV, calibrators fitted on the other folds.</p>")
+
+    best = (overall["model"] == final_model) & (overall["calibration"] == final_calibration)
+    parts.append(_section("Scores of every model, stack and calibration (out of fold, all rows)",
+                          html_table(overall, highlight=best, left=("model", "calibration"))))
+
+    per_source = scores.filter(pl.col("calibration") == "none").select(
+        "model", "group", "log_loss").pivot(on="model", index="group", values="log_loss")
+    final_by_source = scores.filter((pl.col("model") == final_model)
+                                    & (pl.col("calibration") == final_calibration)).select(
+        "group", pl.col("log_loss").alias(f"FINAL {final_model} + {final_calibration}"),
+        pl.col("rows"))
+    per_source = final_by_source.join(per_source, on="group", how="left")
+    parts.append(_section(
+        "Log loss per source (uncalibrated models; the final column is calibrated)",
+        html_table(per_source, left=("group",))))
+
+    if holdout_scores is not None:
+        parts.append(_section("Held-out test rows (scored against their kept-apart labels)",
+                              html_table(holdout_scores.select("group", *METRIC_COLUMNS),
+                                         left=("group",))))
+
+    uncal = softmax(oof_logits[final_model])
+    parts.append(_section("Reliability (final model, out of fold)", reliability_img(
+        y, {"uncalibrated": uncal, final_calibration: final_proba},
+        f"{final_model}: before and after {final_calibration}")))
+
+    forecasts = {f"FINAL ({final_calibration})": final_proba}
+    forecasts.update({m: softmax(oof_logits[m]) for m in data.logits})
+    by_len = loss_by_length(y, lengths, forecasts)
+    parts.append(_section("Log loss by pair length (quintiles of prompt + response characters)",
+                          _length_chart(by_len) + html_table(by_len,
+                                                             left=("length bin (chars)",))))
+
+    parts.append(_section("Confusion matrix (final model, argmax of the calibrated forecast)",
+                          html_table(confusion(y, final_proba), left=("true \\ predicted",))))
+
+    importances = find_importances(work_dirs or {})
+    if importances:
+        body = ""
+        for label, frame in importances.items():
+            body += f"<h3>{html.escape(label)} (top {frame.height}, mean over fits)</h3>"
+            body += html_table(frame, left=("feature",))
+        parts.append(_section("Feature importances", body))
+
+    params = {}
+    if calibrator is not None:
+        params["calibrator"] = calibrator.to_dict()
+    if stacker is not None:
+        state = stacker.to_dict()
+        state["state"] = {k: (v if len(json.dumps(v, default=str)) < 2000 else "(large, omitted)")
+                          for k, v in state.get("state", {}).items()}
+        params["stacker"] = state
+    if params:
+        parts.append(_section("Fitted calibrator and stacker",
+                              f"<pre>{html.escape(json.dumps(params, indent=1, default=str))}</pre>"))
+
+    timing = pl.DataFrame({"stage": list(timings), "seconds": [float(v) for v in timings.values()]})
+    parts.append(_section("Timings", html_table(timing, left=("stage",))))
+    if config.file is not None and Path(config.file).exists():
+        parts.append(_section("Configuration",
+                              f"<pre>{html.escape(Path(config.file).read_text())}</pre>"))
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>prefpred run "
+           f"{html.escape(config.name)}</title><style>{_CSS}</style></head><body>"
+           + "\n".join(parts) + "</body></html>\n")
+    write_text_atomic(path, doc)
+    return Path(path)

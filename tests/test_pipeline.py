@@ -1,0 +1,141 @@
+"""``prefpred run``: the whole job from a TOML, its reuse of finished stages, and its errors."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import KAGGLE
+
+from prefpred.errors import ConfigError
+from prefpred.pipeline import load_run_config, run
+
+
+def _config(tmp_path, body: str, name: str = "cfg.toml"):
+    path = tmp_path / name
+    path.write_text(body.replace("OUT", str(tmp_path / "out")))
+    return path
+
+
+BASE = """
+[run]
+name = "t"
+competition = "lmsys-chatbot-arena"
+out_dir = "OUT"
+folds = 3
+
+[data.holdout]
+fraction = 0.2
+
+[[models]]
+name = "prior"
+
+[[models]]
+name = "prior"
+label = "prior-raw"
+params = { symmetric = false, smoothing = 0 }
+
+[stack]
+method = "auto"
+candidates = ["blend", "logistic"]
+
+[calibration]
+method = "auto"
+candidates = ["temperature", "vector"]
+"""
+
+
+def test_run_end_to_end_with_holdout(tmp_path):
+    messages = []
+    res = run(_config(tmp_path, BASE), progress=False, say=messages.append)
+    out = tmp_path / "out"
+    # submission: valid, one row per held-out test id, provenance beside it
+    sub = pl.read_csv(res.submission, infer_schema=False)
+    test = pl.read_csv(out / "data" / "test.csv", infer_schema=False)
+    assert sub["id"].to_list() == test["id"].to_list()
+    prov = json.loads((out / "submission.csv.provenance.json").read_text())
+    assert prov["final"]["model"] == res.final_method.split(" + ")[0]
+    assert {m["label"] for m in prov["base_models"]} == {"prior", "prior-raw"}
+    # the final choice is the best out-of-fold candidate among the stacks and calibrations
+    overall = res.oof_scores.filter(pl.col("group") == "ALL")
+    cands = overall.filter(pl.col("model").is_in(["blend", "stack:logistic"])
+                           & pl.col("calibration").is_in(["temperature", "vector"]))
+    assert res.final_oof_log_loss == pytest.approx(cands["log_loss"].min())
+    # the held-out labels were scored, never trained on
+    assert res.holdout_scores is not None
+    held = set(pl.read_csv(out / "data" / "test_labelled.csv", infer_schema=False)["id"])
+    oof = pl.read_parquet(out / "cv" / "prior" / "oof.parquet")
+    assert not held & set(oof["id"].to_list())
+    # the report holds every section
+    html = res.report.read_text()
+    for title in ("Scores of every model", "Log loss per source", "Held-out test rows",
+                  "Reliability", "Log loss by pair length", "Confusion matrix", "Timings",
+                  "data:image/png;base64,"):
+        assert title in html, title
+    assert json.loads((out / "run.json").read_text())["final"]["oof_log_loss"] == pytest.approx(
+        res.final_oof_log_loss)
+
+
+def test_rerun_reuses_finished_stages_and_resumes(tmp_path):
+    cfg = _config(tmp_path, BASE)
+    run(cfg, progress=False, say=lambda s: None)
+    out = tmp_path / "out"
+    fold_file = out / "cv" / "prior" / "fold_1.parquet"
+    first_mtime = fold_file.stat().st_mtime_ns
+    (out / "cv" / "prior-raw" / "fold_2.parquet").unlink()  # as if interrupted there
+    messages = []
+    res = run(cfg, progress=False, say=messages.append)
+    assert fold_file.stat().st_mtime_ns == first_mtime  # finished folds were not refitted
+    assert (out / "cv" / "prior-raw" / "fold_2.parquet").exists()
+    assert any("prior: test logits reused" in m for m in messages)
+    assert res.submission.exists()
+
+
+def test_run_with_a_test_file_and_a_single_model(tmp_path, cli):
+    test = tmp_path / "test.csv"
+    pl.read_csv(KAGGLE, infer_schema=False).head(30).select(
+        "id", "prompt", "response_a", "response_b").write_csv(test)
+    body = f"""
+[run]
+competition = "lmsys-chatbot-arena"
+out_dir = "OUT"
+folds = 3
+[data]
+test = "{test}"
+[[models]]
+name = "prior"
+[stack]
+method = "none"
+[calibration]
+method = "temperature"
+[output]
+submission = "{tmp_path / 'sub.csv'}"
+report = "{tmp_path / 'report.html'}"
+"""
+    res = cli("run", _config(tmp_path, body), "--quiet")
+    assert res.code == 0, res.err
+    assert "final: prior + temperature" in res.out
+    assert cli("validate-submission", tmp_path / "sub.csv", "--competition",
+               "lmsys-chatbot-arena", "--test", test).code == 0
+    p = pl.read_csv(tmp_path / "sub.csv").select("winner_model_a", "winner_model_b",
+                                                 "winner_tie").to_numpy()
+    assert np.allclose(p.sum(1), 1) and (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.replace('name = "prior"\n\n[[models]]', 'name = "nope"\n\n[[models]]'),
+     "unknown model 'nope'"),
+    (lambda s: s.replace("[data.holdout]", "[data]\ntest = 'x.csv'\n[data.holdout]"),
+     "not both"),
+    (lambda s: s.replace('label = "prior-raw"', 'label = "prior"'), "labels must be unique"),
+    (lambda s: s.replace('method = "auto"\ncandidates = ["blend", "logistic"]',
+                         'method = "magic"'), "method 'magic'"),
+    (lambda s: s.replace('competition = "lmsys-chatbot-arena"\n', ""), "needs 'competition'"),
+])
+def test_config_errors(tmp_path, cli, edit, message):
+    path = _config(tmp_path, edit(BASE))
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(path)
+    res = cli("run", path)
+    assert res.code == 2 and message in res.err and len(res.err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "submission.csv").exists()
