@@ -319,8 +319,9 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
                             lengths=lengths, progress=progress)
     stacked_names = [("blend" if c == "blend" else f"stack:{c}") for c in candidates]
     pool = stacked_names if candidates else base_labels
-    final_model, final_cal = _choose(report.scores, pool,
-                                     cal_candidates if cfg.calibration != "none" else ["none"])
+    # "auto" may also keep the uncalibrated output: out-of-fold calibration can lose a little
+    allowed = ["none", *cal_candidates] if cfg.calibration == "auto" else cal_candidates
+    final_model, final_cal = _choose(report.scores, pool, allowed)
     timings["stack + calibrate (out of fold)"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- refit stack + calibrator

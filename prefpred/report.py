@@ -213,7 +213,10 @@ def write_report(
                          for k, v in kpis))
     parts.append(f"<p>Submission: <code>{html.escape(str(submission))}</code> (validated; "
                  f"provenance beside it). Every score below is out of fold: base models from "
-                 f"grouped K-fold CV, stacks by nested CV, calibrators fitted on the other folds.</p>")
+                 f"grouped K-fold CV, stacks by nested CV, calibrators fitted on the other folds. "
+                 f"The final model is the best of these candidates, so its own out-of-fold score "
+                 f"is slightly optimistic; the held-out test rows (when there are any) are the "
+                 f"unbiased check.</p>")
 
     best = (overall["model"] == final_model) & (overall["calibration"] == final_calibration)
     parts.append(_section("Scores of every model, stack and calibration (out of fold, all rows)",

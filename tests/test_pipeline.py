@@ -59,7 +59,7 @@ def test_run_end_to_end_with_holdout(tmp_path):
     # the final choice is the best out-of-fold candidate among the stacks and calibrations
     overall = res.oof_scores.filter(pl.col("group") == "ALL")
     cands = overall.filter(pl.col("model").is_in(["blend", "stack:logistic"])
-                           & pl.col("calibration").is_in(["temperature", "vector"]))
+                           & pl.col("calibration").is_in(["none", "temperature", "vector"]))
     assert res.final_oof_log_loss == pytest.approx(cands["log_loss"].min())
     # the held-out labels were scored, never trained on
     assert res.holdout_scores is not None
