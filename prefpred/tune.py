@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,18 +82,25 @@ def _storage(url: str, heartbeat: int | None = 60):
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
     last: Exception | None = None
     for attempt in range(4):
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                grace_period=None if heartbeat is None else 4 * heartbeat)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                    grace_period=None if heartbeat is None else 4 * heartbeat)
         except ModuleNotFoundError as err:
             raise DependencyError(f"storage {redact(url)} needs {err.name}; for PostgreSQL "
                                   "install prefpred[postgres] (psycopg)") from None
-        except Exception as err:  # schema creation raced with another worker
+        except DBAPIError as err:  # e.g. schema creation raced with another worker: retry
             last = err
             time.sleep(0.5 + random.random() * (attempt + 1))
+        except (SQLAlchemyError, ValueError) as err:  # a malformed URL, an unknown dialect
+            last = err
+            break
     raise ConfigError(f"cannot open Optuna storage {redact(url)}: "
                       f"{type(last).__name__}: {last}") from None
 
@@ -111,6 +119,7 @@ def open_study(storage: str, study_name: str, *, sampler_seed: int = 0,
                heartbeat: int | None = 60):
     """Create or load the study (minimise out-of-fold log loss)."""
     import optuna
+    from sqlalchemy.exc import DBAPIError
 
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=8,
                                          multivariate=True)
@@ -121,7 +130,7 @@ def open_study(storage: str, study_name: str, *, sampler_seed: int = 0,
             return optuna.create_study(study_name=study_name, storage=store, sampler=sampler,
                                        pruner=pruner, direction="minimize",
                                        load_if_exists=True)
-        except Exception as err:  # a concurrent create of the same study
+        except DBAPIError as err:  # a concurrent create of the same study
             if attempt == 3:
                 raise ConfigError(f"cannot open study {study_name!r} in {redact(storage)}: "
                                   f"{type(err).__name__}: {err}") from None

@@ -62,7 +62,7 @@ class LightGBMModel:
     training rows for the best number of rounds scaled by ``1 / (1 - valid_fraction)``.
     ``feature_set`` picks columns (see :mod:`prefpred.features.sets`); ``use_source`` adds the
     row's source as a categorical. ``feature_cache`` is a feature cache folder read before
-    computing (``prefpred features build`` writes it); None computes everything.
+    computing (``prefpred features build`` writes it); None or "" computes everything.
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class LightGBMModel:
         self.use_source = use_source
         self.feature_set = feature_set
         self.tokenizer = tokenizer
-        self.feature_cache = feature_cache
+        self.feature_cache = feature_cache or None  # "" (e.g. from --param) disables it
         self.seed = seed
         self.num_threads = num_threads
         select_features([], feature_set)  # unknown set names fail at construction
