@@ -147,7 +147,7 @@ def _count_exprs(names: tuple[str, ...]) -> list[pl.Expr]:
     return out
 
 
-def _long_turns(df: pl.LazyFrame, columns: dict[str, str]) -> pl.LazyFrame:
+def _long_turns(df: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
     """One row per (row, side, turn): ``_r``, ``side``, ``text``, ``_last``."""
     parts = [
         df.select(
@@ -171,7 +171,7 @@ def _hf_token_counts(texts: pl.Series, tokenizer: str) -> pl.Series:
     return pl.Series("hf_tokens", [len(e.ids) for e in encodings], dtype=pl.Float64)
 
 
-def _turn_table(long: pl.LazyFrame, counts: tuple[str, ...]) -> pl.LazyFrame:
+def _turn_table(long: pl.DataFrame, counts: tuple[str, ...]) -> pl.DataFrame:
     """Counts per turn, the hashed word tokens (``th``) and the word-trigram counts."""
     th = (pl.col("text").str.to_lowercase().str.extract_all(WORD)
           .list.eval(pl.element().hash()).alias("th"))
@@ -179,14 +179,16 @@ def _turn_table(long: pl.LazyFrame, counts: tuple[str, ...]) -> pl.LazyFrame:
     if "letters" in counts:
         out = out.with_columns((pl.col("latin") + pl.col("cyrillic")).alias("letters"))
     if "ngram3" in counts:
-        grams = _gram_hashes(pl.col("th"))
-        n = grams.list.len().cast(pl.Float64)
-        out = out.with_columns(n.alias("ngram3"),
-                               (n - grams.list.n_unique().cast(pl.Float64)).alias("rep3"))
+        # (each step materialises its list column: an expression reading a list column several
+        # times would otherwise recompute it each time)
+        out = out.with_columns(_gram_hashes(pl.col("th")).alias("_g"))
+        n = pl.col("_g").list.len().cast(pl.Float64)
+        out = out.with_columns(n.alias("ngram3"), (n - pl.col("_g").list.n_unique()
+                                                   .cast(pl.Float64)).alias("rep3")).drop("_g")
     return out
 
 
-def _scope_frames(turns: pl.LazyFrame, counts: tuple[str, ...]) -> dict[str, pl.LazyFrame]:
+def _scope_frames(turns: pl.DataFrame, counts: tuple[str, ...]) -> dict[str, pl.DataFrame]:
     """Per (row, side) counts over all turns and for the last turn, with the ratios added."""
     all_ = turns.group_by(["_r", "side"]).agg([pl.col(c).sum() for c in counts])
     last = turns.filter(pl.col("_last")).select(["_r", "side", *counts])
@@ -203,7 +205,7 @@ def _scope_frames(turns: pl.LazyFrame, counts: tuple[str, ...]) -> dict[str, pl.
 
 
 # --------------------------------------------------------------------------- similarity
-def _word_features(tokens: pl.LazyFrame) -> pl.LazyFrame:
+def _word_features(tokens: pl.DataFrame) -> pl.DataFrame:
     """Word-set overlaps and TF-IDF cosines from hashed tokens ``(_r, side, h)``.
 
     The TF-IDF part is scikit-learn's ``TfidfVectorizer(token_pattern=WORD)`` fitted on the
@@ -212,26 +214,31 @@ def _word_features(tokens: pl.LazyFrame) -> pl.LazyFrame:
     sums (one per document frequency) times idf squared: exact and independent of row order,
     and swapping A and B gives bit-identical values.
     """
-    side = pl.col("side")
-    per_token = tokens.group_by(["_r", "h"]).agg(
-        *[(side == k).sum().cast(pl.Int64).alias(f"t{k}") for k in ("p", "a", "b")])
-    present = {k: pl.col(f"t{k}") > 0 for k in ("p", "a", "b")}
-    dfreq = sum(present[k].cast(pl.Int64) for k in ("p", "a", "b"))
-    per_token = per_token.with_columns(dfreq.alias("df"))
-    sums = []
+    docs = ("p", "a", "b")
+    # term counts per (row, token) and document; plain column sums keep group-by on its fast path
+    # (one u64 key per (row, token) groups faster than the two columns; a collision would need
+    # two 64-bit hashes to agree)
+    key = (pl.col("h") + pl.col("_r").cast(pl.UInt64) * _K1).alias("key")
+    marked = tokens.select("_r", key, *[(pl.col("side") == k).cast(pl.Int64).alias(f"t{k}")
+                                        for k in docs])
+    per_token = marked.group_by("key").agg(pl.col("_r").first(),
+                                           *[pl.col(f"t{k}").sum() for k in docs])
+    present = {k: (pl.col(f"t{k}") > 0).cast(pl.Int64) for k in docs}
+    per_token = per_token.with_columns(sum(present.values()).alias("df"))
+    terms = []
     for d in (1, 2, 3):
-        at_d = pl.col("df") == d
+        at_d = (pl.col("df") == d).cast(pl.Int64)
         for x, y in (("p", "p"), ("a", "a"), ("b", "b"), ("a", "b"), ("p", "a"), ("p", "b")):
             if x != y and d == 1:
                 continue  # a term in both documents has df >= 2
-            prod = pl.when(at_d).then(pl.col(f"t{x}") * pl.col(f"t{y}")).otherwise(0)
-            sums.append(prod.sum().alias(f"{x}{y}{d}"))
-    sets = [present["p"].sum().alias("np"), present["a"].sum().alias("na"),
-            (present["a"] & present["b"]).sum().alias("iab"),
-            (present["a"] | present["b"]).sum().alias("uab"),
-            (present["p"] & present["a"]).sum().alias("ipa"),
-            (present["p"] & present["b"]).sum().alias("ipb")]
-    agg = per_token.group_by("_r").agg(*sums, *sets)
+            terms.append((at_d * pl.col(f"t{x}") * pl.col(f"t{y}")).alias(f"{x}{y}{d}"))
+    terms += [present["p"].alias("np"),
+              (present["a"] * present["b"]).alias("iab"),
+              ((present["a"] + present["b"]) > 0).cast(pl.Int64).alias("uab"),
+              (present["p"] * present["a"]).alias("ipa"),
+              (present["p"] * present["b"]).alias("ipb")]
+    per_token = per_token.select("_r", *terms)
+    agg = per_token.group_by("_r").agg(pl.exclude("_r").sum())
 
     idf2 = {d: (math.log(4.0 / (1.0 + d)) + 1.0) ** 2 for d in (1, 2, 3)}
 
@@ -256,35 +263,34 @@ def _word_features(tokens: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _char_jaccard(df: pl.LazyFrame) -> pl.LazyFrame:
+def _char_jaccard(df: pl.DataFrame) -> pl.DataFrame:
     """Jaccard similarity of the character-trigram sets of A and B (lower-cased, turns joined)."""
     e = pl.element()
-
-    def grams(col: str) -> pl.Expr:
-        chars = pl.col(col).list.join(SEP).str.to_lowercase().str.split("")
-        return _gram_hashes(chars.list.eval(e.hash())).list.unique()
-
-    sets = df.select("_r", grams("response_a").alias("ga"), grams("response_b").alias("gb"))
-    inter = pl.col("ga").list.set_intersection("gb").list.len().cast(pl.Float64)
-    union = (pl.col("ga").list.len() + pl.col("gb").list.len()).cast(pl.Float64) - inter
-    return sets.select("_r", pl.when(union > 0).then(inter / union).otherwise(1.0)
-                       .alias("s_jaccard_char3"))
+    sides = {"a": "response_a", "b": "response_b"}
+    h = df.select("_r", *[pl.col(col).list.join(SEP).str.to_lowercase().str.split("")
+                          .list.eval(e.hash()).alias(k) for k, col in sides.items()])
+    g = h.select("_r", *[_gram_hashes(pl.col(k)).list.unique().alias(k) for k in sides])
+    inter = pl.col("a").list.set_intersection("b").list.len().cast(pl.Float64)
+    g = g.select("_r", inter.alias("i"),
+                 (pl.col("a").list.len() + pl.col("b").list.len()).cast(pl.Float64).alias("n"))
+    union = pl.col("n") - pl.col("i")
+    return g.select("_r", pl.when(union > 0).then(pl.col("i") / union).otherwise(1.0)
+                    .alias("s_jaccard_char3"))
 
 
 # --------------------------------------------------------------------------- assembly
-def _chunk_plan(df: pl.DataFrame, config: FeatureConfig) -> pl.LazyFrame:
+def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
+    # Eager on purpose: each step runs its expressions in parallel, and no optimiser inlines
+    # a list-valued column into the several expressions that read it (recomputing it).
     counts = config.count_stats()
-    ld = df.lazy()
+    ld = df
 
     # responses: per-turn counts, then per scope
     long = _long_turns(ld, {"a": "response_a", "b": "response_b"})
     if config.tokenizer:
-        long_df = long.collect()
-        long = long_df.with_columns(_hf_token_counts(long_df["text"], config.tokenizer)).lazy()
-    turns, pturns = (f.lazy() for f in pl.collect_all(
-        [_turn_table(long, counts).drop("text"),
-         _turn_table(_long_turns(ld, {"p": "prompt"}), _PROMPT_COUNTS).drop("text")],
-        engine="in-memory"))
+        long = long.with_columns(_hf_token_counts(long["text"], config.tokenizer))
+    turns = _turn_table(long, counts).drop("text")
+    pturns = _turn_table(_long_turns(ld, {"p": "prompt"}), _PROMPT_COUNTS).drop("text")
 
     scopes = _scope_frames(turns.drop("th"), counts)
     per_scope = [*counts, *RATIO_STATS]
@@ -350,17 +356,26 @@ def _chunk_plan(df: pl.DataFrame, config: FeatureConfig) -> pl.LazyFrame:
 def compute_features(table: PreferenceTable, config: FeatureConfig | None = None, *,
                      chunk_rows: int = 4096, progress: bool = False) -> pl.DataFrame:
     """The feature frame of a table: one row per table row (same order), :func:`feature_names`
-    columns (``source`` a string, every other column Float64)."""
+    columns (``source`` a string, every other column Float64).
+
+    Rows are processed in chunks of ``chunk_rows`` (bounded memory), as many chunks at a time
+    as polars has threads (polars releases the GIL, and a chunk's serial steps leave cores
+    idle that another chunk can use).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     config = config or FeatureConfig()
     df = table.df.select("prompt", "response_a", "response_b", "source").with_row_index("_r")
     n_chunks = max(1, math.ceil(df.height / chunk_rows))
-    parts = []
+    chunks = [df.slice(i * chunk_rows, chunk_rows) for i in range(n_chunks)]
+    workers = max(1, min(pl.thread_pool_size(), n_chunks))
     from rich.progress import Progress
 
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(disable=not progress, transient=True) as bar, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
         task = bar.add_task("features", total=n_chunks)
-        for i in range(n_chunks):
-            chunk = df.slice(i * chunk_rows, chunk_rows)
-            parts.append(_chunk_plan(chunk, config).collect(engine="in-memory"))
+        parts = []
+        for part in pool.map(lambda c: _chunk_features(c, config), chunks):
+            parts.append(part)
             bar.advance(task)
     return pl.concat(parts, how="vertical")
