@@ -33,7 +33,7 @@ DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 
 def _lgbm_space(trial) -> dict[str, Any]:
     return {
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.15, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 10, 200, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.1, 0.9),

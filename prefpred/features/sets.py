@@ -22,9 +22,10 @@ def _pairwise(name: str) -> bool:
 
 
 def _length(name: str) -> bool:
-    """Lengths only: characters, words, tokens, lines of each response (all turns)."""
-    stats = ("chars_all", "words_all", "tokens_all", "lines_all")
-    return name.startswith(("a_", "b_", "d_", "lr_")) and name.split("_", 1)[1] in stats
+    """Eight length features: characters and words of A and B (all turns), their difference
+    and log-ratio: the classic length-only baseline."""
+    return name.startswith(("a_", "b_", "d_", "lr_")) and \
+        name.split("_", 1)[1] in ("chars_all", "words_all")
 
 
 #: name -> predicate over column names (the ``source`` column is handled by the model).
