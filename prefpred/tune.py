@@ -206,8 +206,7 @@ def tune(
     table.require_labels("tuning")
     folds = assign_folds(table, n_folds, seed)
     if model == "lgbm":  # compute the features of every row and its swap once per worker
-        build_model(model, base_params)._store().features(table.with_swapped(),
-                                                          progress=progress)
+        build_model(model, base_params).precompute_features(table, progress=progress)
 
     study = open_study(storage, study_name, sampler_seed=seed * 1000 + worker)
     study.set_user_attr("model", model)

@@ -134,6 +134,11 @@ class LightGBMModel:
     def _store(self) -> FeatureStore:
         return shared_store(FeatureConfig(tokenizer=self.tokenizer), self.feature_cache)
 
+    def precompute_features(self, table: PreferenceTable, progress: bool = False) -> None:
+        """Compute (or read from the cache) the features of ``table`` and of its swapped pairs
+        now, so that later fits and predictions on any of its rows only look them up."""
+        self._store().features(table.with_swapped(), progress=progress)
+
     def lgb_params(self) -> dict[str, Any]:
         return {
             "objective": "multiclass", "num_class": N_CLASSES, "metric": "multi_logloss",
