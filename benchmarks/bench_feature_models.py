@@ -82,9 +82,11 @@ def main() -> None:
             note="shared-all: 7,633 rows of five public sets; folds grouped by normalised prompt "
                  "and stratified by source x label (seed 42), the same for every model. "
                  "`lgbm-length8` is the issue's reference (8 length features, no source); "
-                 "`lgbm` adds every feature of `prefpred.features` and the source categorical. "
-                 "Seconds include feature computation (each run starts with an empty in-process "
-                 "feature memo only for the first LightGBM row) and are on a shared machine.",
+                 "`lgbm` adds every feature of `prefpred.features` and the source categorical; "
+                 "`lgbm-tuned` uses the best of the trials saved by `prefpred tune --model lgbm "
+                 "--study lgbm-shared-all` (two workers on one SQLite study, 31 trials, 5-fold "
+                 "CV each). Seconds: fit and predict over the 5 folds (features read from the "
+                 "`prefpred features build` cache), on a machine shared with other jobs.",
         )
 
 
