@@ -28,13 +28,14 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/prefpred data inspect ../shared/data/lmsys-kaggle-sample/train.csv
-	$(BIN)/prefpred cv --competition shared-all --model prior
+	$(BIN)/prefpred features build --competition shared-all
+	$(BIN)/prefpred cv --competition shared-all --model lgbm
 	$(BIN)/prefpred holdout --competition shared-all --source lmsys-kaggle --fraction 0.2 --out $(DEMO)
 	$(BIN)/prefpred submit --competition lmsys-chatbot-arena --train $(DEMO)/train.parquet \
-		--test $(DEMO)/test.csv --model prior --out submissions/demo-prior.csv
-	$(BIN)/prefpred validate-submission submissions/demo-prior.csv --competition lmsys-chatbot-arena \
+		--test $(DEMO)/test.csv --model lgbm --out submissions/demo-lgbm.csv
+	$(BIN)/prefpred validate-submission submissions/demo-lgbm.csv --competition lmsys-chatbot-arena \
 		--test $(DEMO)/test.csv
-	$(BIN)/prefpred score submissions/demo-prior.csv --competition lmsys-chatbot-arena \
+	$(BIN)/prefpred score submissions/demo-lgbm.csv --competition lmsys-chatbot-arena \
 		--labels $(DEMO)/test_labelled.csv
 
 test: $(STAMP)
@@ -43,6 +44,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_reward_calibration.py
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_feature_models.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check prefpred tests benchmarks

@@ -1,0 +1,141 @@
+"""All features of a Kaggle-size table (57,477 rows, the real sample repeated) in polars, against
+the per-row Python reference that computes the same features, in the same run.
+
+Each measurement runs in a fresh subprocess (its peak RSS is its own; loading the table is not
+timed but counts toward the peak). The two are interleaved, so drift on a shared machine hits
+both alike; the median of the repeats is reported. Goal: at least 20x the reference's rows/s,
+peak RSS under 4 GiB.
+
+    .venv/bin/python benchmarks/bench_features.py [--rows 57477] [--repeats 3] [--reference-rows N]
+
+``--reference-rows`` times the reference on the first N rows only (its cost per row is the same
+everywhere: the table is the 1,000-row sample repeated); the default is every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import append_result, peak_rss_mib  # noqa: E402
+from bench_load import KAGGLE_ROWS, build_file  # noqa: E402
+
+
+def _load(path: str, rows: int | None):
+    import numpy as np
+
+    from prefpred.data.adapters import load_table
+
+    table = load_table(path)
+    return table if rows is None or rows >= len(table) else table.take(np.arange(rows))
+
+
+def run_polars(path: str, rows: int | None) -> dict:
+    from prefpred.features import compute_features
+
+    table = _load(path, rows)
+    t0, c0 = time.perf_counter(), time.process_time()
+    feats = compute_features(table)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert feats.height == len(table)
+    return {"rows": len(table), "seconds": seconds, "cpu": cpu, "peak_mib": peak_rss_mib(),
+            "columns": feats.width}
+
+
+def run_reference(path: str, rows: int | None) -> dict:
+    from prefpred.features.reference import reference_features
+
+    table = _load(path, rows)
+    t0, c0 = time.perf_counter(), time.process_time()
+    feats = reference_features(table)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert feats.height == len(table)
+    return {"rows": len(table), "seconds": seconds, "cpu": cpu, "peak_mib": peak_rss_mib(),
+            "columns": feats.width}
+
+
+def check_same_features(path: Path, rows: int = 300) -> None:
+    """Both implementations give the same values (on the first rows), before timing them."""
+    import numpy as np
+
+    from prefpred.features import compute_features
+    from prefpred.features.reference import reference_features
+
+    table = _load(str(path), rows)
+    fast, slow = compute_features(table), reference_features(table)
+    assert fast.columns == slow.columns
+    for col in fast.columns[1:]:
+        np.testing.assert_allclose(fast[col].to_numpy(), slow[col].to_numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=col)
+
+
+def measure(which: str, path: Path, rows: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, str(path), str(rows or 0)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=KAGGLE_ROWS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reference-rows", type=int, default=None)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    if args.child:
+        which, path, rows = args.child
+        fn = run_polars if which == "polars" else run_reference
+        print(json.dumps(fn(path, int(rows) or None)))
+        return
+    path = build_file(args.rows)
+    check_same_features(path)
+    ref_rows = min(args.reference_rows or args.rows, args.rows)
+    runs: dict[str, list[dict]] = {"polars": [], "reference": []}
+    for i in range(args.repeats):  # interleaved
+        runs["polars"].append(measure("polars", path, None))
+        runs["reference"].append(measure("reference", path, ref_rows))
+        print(f"repeat {i + 1}: polars {runs['polars'][-1]['seconds']:.1f} s, reference "
+              f"{runs['reference'][-1]['seconds']:.1f} s", flush=True)
+    summary = {}
+    for which, rs in runs.items():
+        sec = statistics.median(r["seconds"] for r in rs)
+        summary[which] = {"rows": rs[0]["rows"], "seconds": sec, "rows_per_s": rs[0]["rows"] / sec,
+                          "cpu": statistics.median(r["cpu"] for r in rs),
+                          "peak_mib": max(r["peak_mib"] for r in rs)}
+    ratio = summary["polars"]["rows_per_s"] / summary["reference"]["rows_per_s"]
+    for which, s in summary.items():
+        print(f"{which:>10}: {s['rows']} rows, {s['rows_per_s']:,.0f} rows/s ({s['seconds']:.2f} s "
+              f"wall, {s['cpu']:.2f} s CPU), peak RSS {s['peak_mib']:.0f} MiB")
+    print(f"speed-up: {ratio:.1f}x (goal >= 20x); polars peak {summary['polars']['peak_mib']:.0f} "
+          f"MiB (goal < 4096)")
+    if not args.no_record:
+        p, r = summary["polars"], summary["reference"]
+        append_result(
+            "Features of a Kaggle-size table: polars against a per-row Python reference",
+            ["rows", "features", "polars rows/s", "polars s (wall / CPU)", "polars peak RSS MiB",
+             "reference rows timed", "reference rows/s", "reference s (wall / CPU)",
+             "speed-up (goal >= 20x, < 4096 MiB)"],
+            [[p["rows"], runs["polars"][0]["columns"], p["rows_per_s"],
+              f"{p['seconds']:.1f} / {p['cpu']:.1f}", p["peak_mib"], r["rows"], r["rows_per_s"],
+              f"{r['seconds']:.1f} / {r['cpu']:.1f}", f"{ratio:.1f}x"]],
+            f"python benchmarks/bench_features.py --rows {args.rows} --repeats {args.repeats}"
+            + (f" --reference-rows {ref_rows}" if ref_rows != args.rows else ""),
+            note="Every feature of `prefpred.features` (both responses, all turns and the last "
+                 "turn, prompt, pair similarities) by `compute_features` (polars, chunks of "
+                 "4,096 rows) and by `prefpred.features.reference` (one row at a time: Python "
+                 "`re`, `Counter`, sets), checked equal on the first 300 rows first. Each timing "
+                 "in a fresh subprocess, interleaved; median of the repeats; loading the CSV is "
+                 "not timed but is in the peak RSS. The reference's rows/s comes from the rows "
+                 "it timed. CPU seconds count every thread.",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The TF-IDF linear model: it learns from words, is exactly swap-symmetric, and runs in cv."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from prefpred.data.table import PreferenceTable
+from prefpred.labels import swap_class_columns
+from prefpred.metrics import softmax
+from prefpred.models.base import build_model
+from prefpred.models.tfidf import TfidfModel
+
+SMALL = {"word_max_features": 2000, "char_max_features": 2000, "max_iter": 200}
+
+
+def synthetic(n: int, seed: int) -> PreferenceTable:
+    """A wins when it says 'excellent' and B says 'terrible', and the other way round; ties
+    when both say 'fine'."""
+    rng = np.random.default_rng(seed)
+    good, bad, meh = "an excellent helpful answer", "a terrible wrong answer", "a fine answer"
+    rows = []
+    for i in range(n):
+        label = int(rng.integers(0, 3))
+        a, b = [(good, bad), (bad, good), (meh, meh)][label]
+        filler = " ".join(rng.choice(["alpha", "beta", "gamma", "delta"], 3))
+        rows.append({"id": str(i), "prompt": [f"question {i}"], "response_a": [f"{a} {filler}"],
+                     "response_b": [f"{b} {filler}"], "label": label})
+    return PreferenceTable.from_frame(pl.DataFrame(rows), source="synthetic")
+
+
+def test_learns_from_the_words_and_is_swap_symmetric():
+    m = TfidfModel(**SMALL, min_df=1).fit(synthetic(120, 0))
+    test = synthetic(60, 1)
+    p = softmax(m.predict_logits(test))
+    assert (p.argmax(1) == test.labels()).mean() > 0.9
+    ps = softmax(m.predict_logits(test.swap()))
+    np.testing.assert_allclose(p, swap_class_columns(ps), rtol=0, atol=1e-12)
+
+
+def test_params_round_trip_through_the_registry():
+    m = build_model("tfidf", {"C": 0.2, "word_ngram": [1, 1]})
+    params = m.get_params()
+    assert params["C"] == 0.2 and params["word_ngram"] == [1, 1]
+    assert json.loads(json.dumps(params)) == params
+    assert build_model("tfidf", params).get_params() == params
+
+
+def test_unfitted_model_refuses_to_predict(kaggle_table):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TfidfModel().predict_logits(kaggle_table.take([0]))
+
+
+def test_cli_cv_with_tfidf(cli, tmp_path):
+    res = cli("cv", "--competition", "pandalm", "--model", "tfidf", "--folds", "2",
+              "--run-dir", tmp_path, "--param", "word_max_features=3000",
+              "--param", "char_max_features=3000", "--param", "C=0.2")
+    assert res.code == 0, res.err
+    assert "pandalm" in res.out and "ALL" in res.out
+    oof = pl.read_parquet(tmp_path / "pandalm" / "tfidf" / "oof.parquet")
+    assert oof.height == 999 and oof["fold"].n_unique() == 2
+    assert np.isfinite(oof.select("logit_A", "logit_B", "logit_TIE").to_numpy()).all()
