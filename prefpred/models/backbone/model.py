@@ -357,7 +357,8 @@ class BackboneModel:
     def _head_logits(self, features: np.ndarray) -> np.ndarray:
         head = self._net.head.eval()
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), network.torch_threads(1 if self._device.type == "cpu"
+                                                           else None):
             for start in range(0, len(features), 4096):
                 x = torch.from_numpy(features[start:start + 4096]).to(self._device)
                 out.append(head(x).float().cpu().numpy())
@@ -385,11 +386,13 @@ class BackboneModel:
         head.train()
         group = [{"params": list(head.parameters()), "lr": cfg.head_lr,
                   "weight_decay": cfg.weight_decay}]
-        log = train(head, group, TrainData(batches_for_epoch, collate), epochs=cfg.epochs,
-                    max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
-                    warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm, bf16=False,
-                    device=self._device, checkpoint_dir=self._checkpoint_dir(),
-                    checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints,
-                    run_key=self._run_key(table), progress=self.progress, desc="train head")
+        with network.torch_threads(1 if self._device.type == "cpu" else None):
+            log = train(head, group, TrainData(batches_for_epoch, collate), epochs=cfg.epochs,
+                        max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
+                        warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+                        bf16=False, device=self._device, checkpoint_dir=self._checkpoint_dir(),
+                        checkpoint_every=cfg.checkpoint_every,
+                        keep_checkpoints=cfg.keep_checkpoints, run_key=self._run_key(table),
+                        progress=self.progress, desc="train head")
         head.eval()
         return log
