@@ -31,6 +31,10 @@ CONFIG_FILE = "prefpred_config.json"
 #: Parameters that shape the network: an artifact loads only with the values it was saved with.
 SHAPE_KEYS = ("finetune", "encode", "pooling", "head", "head_hidden", "length_features",
               "lora_r", "lora_alpha", "lora_target", "quant_bits")
+#: Parameters that decide what the network sees: using an artifact as it is (``epochs=0``) with
+#: other values would predict on inputs it was never trained on.
+INPUT_KEYS = ("max_length", "prompt_share", "min_response_tokens", "truncation",
+              "chat_template", "instruction", "encode")
 #: Parameters that may differ at load time (where and how to predict).
 RUNTIME_KEYS = ("infer_tokens", "infer_batch_rows", "swap_average", "device", "bf16",
                 "backbone", "gguf_file", "cache_dir", "extra")
@@ -98,12 +102,16 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def check_compatible(saved: dict[str, Any], params: dict[str, Any], path: Path) -> None:
-    """Network-shaping parameters must equal the artifact's (to load or continue training)."""
-    for key in SHAPE_KEYS:
+def check_compatible(saved: dict[str, Any], params: dict[str, Any], path: Path, *,
+                     as_is: bool = False) -> None:
+    """Network-shaping parameters must equal the artifact's (to load or continue training);
+    ``as_is`` (no further training) also requires the same input rendering."""
+    keys = SHAPE_KEYS + (INPUT_KEYS if as_is else ())
+    for key in keys:
         if key in params and params[key] != saved.get(key):
             raise ConfigError(f"{path}: the artifact was saved with {key}={saved.get(key)!r}, "
-                              f"not {params[key]!r}")
+                              f"not {params[key]!r} (pass the same value, or use "
+                              "`prefpred predict`, which takes the artifact's)")
 
 
 def load_weights(net, path: Path, finetune: str, trainable: bool) -> None:

@@ -230,6 +230,29 @@ def load_run_config(name_or_path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: cannot parse TOML ({err})") from None
     params = dict(data.get("params", data))
-    params.pop("model", None)
-    BackboneConfig.from_params(params)  # validate now, with the file named on error
+    model = params.pop("model", "backbone")
+    if model != "backbone":
+        raise ConfigError(f"{path}: a backbone run config, but model = {model!r}")
+    try:
+        BackboneConfig.from_params(params)  # validate now, with the file named on error
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return params
+
+
+def apply_cli_options(model: str, params: dict[str, Any], backbone: str | None,
+                      config: str | None) -> tuple[str, dict[str, Any]]:
+    """``--backbone`` / ``--config`` of ``cv`` and ``submit``: they select the backbone model
+    (the default ``--model``) and add parameters; precedence: config < --params / --param <
+    --backbone."""
+    if backbone is None and config is None:
+        return model, params
+    if model == "prior":  # the CLI default: --backbone / --config mean the backbone model
+        model = "backbone"
+    if model != "backbone":
+        raise ConfigError(f"--backbone and --config are options of --model backbone, not "
+                          f"--model {model}")
+    merged = {**(load_run_config(config) if config else {}), **params}
+    if backbone is not None:
+        merged["backbone"] = backbone
+    return model, merged
