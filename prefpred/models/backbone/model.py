@@ -163,8 +163,7 @@ class BackboneModel:
             net = network.PairClassifier(backbone, head, info.pooling)
             artifacts.load_weights(net, artifact, cfg.finetune, trainable)
             if trainable and cfg.gradient_checkpointing:
-                net.backbone.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False})
+                network.enable_checkpointing(net.backbone)
         else:
             if trainable:
                 backbone = network.add_adapters(backbone, cfg)

@@ -184,6 +184,25 @@ def _quantization_config(cfg: BackboneConfig, device: torch.device):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
+def gpu_attention(hf_config) -> str | None:
+    """The fastest attention this architecture supports on a GPU without extra downloads: SDPA
+    (flash kernels), else FlashAttention-2 when installed, else flex attention (Gemma-2, whose
+    soft-capping SDPA cannot do). ``None`` leaves the transformers default."""
+    from transformers import AutoModel
+
+    try:
+        cls = AutoModel._model_mapping[type(hf_config)]
+    except KeyError:
+        return None
+    if getattr(cls, "_supports_sdpa", False):
+        return "sdpa"
+    if getattr(cls, "_supports_flash_attn", False) and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    if getattr(cls, "_supports_flex_attn", False):
+        return "flex_attention"
+    return None
+
+
 def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.device
                   ) -> tuple[nn.Module, BackboneInfo]:
     """The bare backbone (``AutoModel``, no LM head) on ``device``, frozen, and what it is."""
@@ -199,6 +218,8 @@ def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.dev
     encoder = is_encoder(hf_config)
     half = use_bf16(cfg, device) and cfg.finetune in ("lora", "frozen", "qlora")
     dtype = torch.bfloat16 if half else torch.float32
+    if device.type == "cuda" and "attn_implementation" not in kwargs:
+        kwargs["attn_implementation"] = gpu_attention(hf_config)
     if cfg.finetune == "qlora":
         kwargs["quantization_config"] = _quantization_config(cfg, device)
         kwargs["device_map"] = {"": device.index or 0}
@@ -236,11 +257,20 @@ def add_adapters(backbone: nn.Module, cfg: BackboneConfig) -> nn.Module:
         with quiet_transformers():
             backbone = get_peft_model(backbone, lora)
     if cfg.gradient_checkpointing and cfg.finetune != "frozen":
-        backbone.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(backbone, "config"):
-            backbone.config.use_cache = False
+        enable_checkpointing(backbone)
     return backbone
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation (gradient) checkpointing, non-reentrant, through whichever name this
+    transformers version has."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
