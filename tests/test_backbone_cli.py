@@ -105,3 +105,34 @@ def test_config_presets_and_errors(cli, tmp_path, files):
     assert res.code == 2 and "unknown backbone parameter" in res.err
     res = cli("predict", tmp_path, "--test", files["test"], "--out", tmp_path / "x.parquet")
     assert res.code == 2 and "not a prefpred backbone artifact" in res.err
+
+
+def test_two_processes_train_and_predict_data_parallel(cli, tmp_path, files):
+    """The distributed code paths (DDP training, sharded streamed inference) on two CPU
+    processes with gloo, launched as `accelerate launch` / torchrun would on GPUs."""
+    import subprocess
+    import sys
+
+    def launch(*args) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "-m", "prefpred.cli", *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+    proc = launch("cv", "--competition", "lmsys-chatbot-arena", "--data", files["train"],
+                  "--backbone", files["model"], "--folds", "2", "--only-fold", "0",
+                  "--run-dir", tmp_path, *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("out-of-fold logits") == 2  # both processes finished the fold
+    work = tmp_path / "lmsys-chatbot-arena" / "backbone" / "fold_0_work"
+    assert list((work / "checkpoints").glob("step_*/state.json"))  # the main process wrote it
+    artifact = work / "artifact"
+    proc = launch("predict", artifact, "--test", files["test"], "--out", tmp_path / "dp.parquet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = cli("predict", artifact, "--test", files["test"], "--out", tmp_path / "one.parquet")
+    assert res.code == 0, res.err
+    cols = ["logit_A", "logit_B", "logit_TIE"]
+    dp = pl.read_parquet(tmp_path / "dp.parquet")
+    one = pl.read_parquet(tmp_path / "one.parquet")
+    assert dp["id"].equals(one["id"])
+    assert (dp.select(cols).to_numpy() - one.select(cols).to_numpy()).max() < 1e-5

@@ -76,6 +76,10 @@ def predict_command(
     model.set_work_dir(parts)
     logits = model.predict_logits(table)
     proba = softmax(logits)
+    from prefpred.models.backbone.network import distributed_state
+
+    if not distributed_state().is_main_process:  # data-parallel run: the main process writes
+        return
     if as_submission:
         from prefpred.submission import write_submission
 

@@ -52,10 +52,11 @@ def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, 
     Returns an ``(n, out_dim)`` float32 array in row order. With ``stream_dir``, outputs already
     streamed there by a run with the same ``meta`` are read back instead of recomputed.
     """
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    state = PartialState()
+    from prefpred.models.backbone.network import distributed_state
+
+    state = distributed_state()
     world, rank = state.num_processes, state.process_index
     lengths = np.asarray(lengths, dtype=np.int64)
     n = len(lengths)
@@ -112,6 +113,7 @@ def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, 
         state.wait_for_everyone()
         for chunk in _read_chunks(stream_dir):
             result[chunk["rows"]] = chunk["values"]
+        state.wait_for_everyone()  # every process has read the chunks: the folder may go
     else:
         if world > 1:
             from accelerate.utils import gather_object

@@ -123,9 +123,7 @@ class BackboneModel:
 
     # ----------------------------------------------------------------- building
     def _is_main(self) -> bool:
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
+        return network.distributed_state().is_main_process
 
     def _build(self, artifact: Path | None, trainable: bool) -> None:
         """Backbone, tokenizer, template and head; weights from ``artifact`` when given."""

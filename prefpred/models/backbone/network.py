@@ -135,11 +135,17 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def distributed_state():
+    """accelerate's process state: one process, or one of many under ``accelerate launch`` /
+    ``torchrun`` (GPUs with NCCL; CPUs with gloo, which lets the distributed code run here)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        from accelerate import PartialState
-
-        return PartialState().device
+        return distributed_state().device
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but no CUDA GPU is available")
     return torch.device(name)

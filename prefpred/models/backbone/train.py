@@ -168,10 +168,11 @@ def train(module: nn.Module, param_groups: list[dict[str, Any]], data: TrainData
           run_key: str, progress: bool = True, desc: str = "train") -> TrainLog:
     """Train ``module`` in place; resume from the newest matching checkpoint in
     ``checkpoint_dir``. Returns the loss history of the steps run here."""
-    from accelerate import PartialState
     from transformers import get_cosine_schedule_with_warmup
 
-    state = PartialState()
+    from prefpred.models.backbone.network import distributed_state
+
+    state = distributed_state()
     world, rank = state.num_processes, state.process_index
     plan, local = _micro_batches(data, epochs, rank, world)
     total_steps = math.ceil(len(plan) / grad_accum)
@@ -190,7 +191,7 @@ def train(module: nn.Module, param_groups: list[dict[str, Any]], data: TrainData
     if world > 1:
         from accelerate import Accelerator
 
-        accelerator = Accelerator()
+        accelerator = Accelerator(cpu=device.type == "cpu")
         module, optimizer = accelerator.prepare(module, optimizer)
         backward, clip, no_sync = accelerator.backward, accelerator.clip_grad_norm_, \
             accelerator.no_sync
