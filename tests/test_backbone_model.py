@@ -59,6 +59,16 @@ def test_every_architecture_trains_a_step(tiny_dirs, rows, arch):
     assert model._info.pooling == ("mean" if arch == "bert" else "last")
 
 
+def test_lora_on_selected_layers_only(tiny_dirs, rows):
+    model = BackboneModel(backbone=str(tiny_dirs["bert"]), lora_layers=[1], max_steps=1,
+                          swap_average=False, **FAST)
+    model.fit(rows.take(np.arange(8)))
+    adapted = {n.split(".layer.")[1].split(".")[0] for n, p in
+               model._net.backbone.named_parameters() if "lora_" in n}
+    assert adapted == {"1"}
+    assert any(b.abs().sum() > 0 for b in _lora_b(model))
+
+
 def test_overfits_32_real_rows_through_head_and_adapters(tiny_dirs, rows):
     params = {**FAST, "epochs": 30, "length_features": False, "head_dropout": 0.0,
               "lora_dropout": 0.0, "swap_average": False}
@@ -245,3 +255,18 @@ def test_minilm_frozen_on_real_rows(tmp_path, rows):
     assert logits.shape == (32, 3) and np.isfinite(logits).all()
     assert list((tmp_path / "embedding_cache").glob("*/shard_*.npz"))
     assert model._info.hidden_size == 384 and model._info.encoder
+
+
+def test_smollm2_decoder_from_gguf_on_real_rows(rows):
+    """The real bundled decoder (SmolLM2-135M from GGUF): chat template, last-token pooling."""
+    model = BackboneModel(backbone="smollm2", finetune="frozen", max_length=128, epochs=1,
+                          progress=False, checkpoint_every=0)
+    table = rows.take(np.arange(6))
+    model.fit(table)
+    assert not model._info.encoder and model._info.pooling == "last"
+    assert model._info.model_type == "llama" and model._info.hidden_size == 576
+    text = model._tokenizer.decode(model._render(table).ids[0].to_list())
+    assert text.count("<|im_start|>") >= 2 and text.rstrip().endswith("assistant")
+    p = softmax(model.predict_logits(table))
+    np.testing.assert_allclose(p, swap_class_columns(softmax(model.predict_logits(table.swap()))),
+                               atol=1e-6)

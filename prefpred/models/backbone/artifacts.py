@@ -30,7 +30,7 @@ ARTIFACT_FORMAT = 1
 CONFIG_FILE = "prefpred_config.json"
 #: Parameters that shape the network: an artifact loads only with the values it was saved with.
 SHAPE_KEYS = ("finetune", "encode", "pooling", "head", "head_hidden", "length_features",
-              "lora_r", "lora_alpha", "lora_target", "quant_bits")
+              "lora_r", "lora_alpha", "lora_target", "lora_layers", "quant_bits")
 #: Parameters that decide what the network sees: using an artifact as it is (``epochs=0``) with
 #: other values would predict on inputs it was never trained on.
 INPUT_KEYS = ("max_length", "prompt_share", "min_response_tokens", "truncation",

@@ -121,6 +121,8 @@ class BackboneConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target: str | list[str] = "all-linear"
+    lora_layers: list[int] | None = None  # adapt only these layers (e.g. the top ones: cheaper
+    # backward, which stops below the lowest adapted layer); None: all layers
     gradient_checkpointing: bool = False
     bf16: str | bool = "auto"  # autocast to bfloat16: auto = on CUDA only
     # --- rendering and truncation
@@ -192,6 +194,10 @@ class BackboneConfig:
             raise bad("checkpoint_every", "must be >= 0")
         if not isinstance(self.lora_target, (str, list)):
             raise bad("lora_target", "a module name pattern, 'all-linear', or a list of names")
+        if self.lora_layers is not None and not (
+                isinstance(self.lora_layers, list) and self.lora_layers
+                and all(isinstance(i, int) and i >= 0 for i in self.lora_layers)):
+            raise bad("lora_layers", "a non-empty list of layer numbers (0 = the first layer)")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BackboneConfig:

@@ -258,8 +258,14 @@ def add_adapters(backbone: nn.Module, cfg: BackboneConfig) -> nn.Module:
 
             backbone = prepare_model_for_kbit_training(
                 backbone, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        target = cfg.lora_target
+        if cfg.lora_layers is not None and target == "all-linear":
+            # peft takes a layer selection only with named modules: every linear layer's name
+            target = sorted({name.rsplit(".", 1)[-1] for name, m in backbone.named_modules()
+                             if isinstance(m, nn.Linear)})
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.lora_target, bias="none")
+                          target_modules=target, bias="none",
+                          layers_to_transform=cfg.lora_layers)
         with quiet_transformers():
             backbone = get_peft_model(backbone, lora)
     if cfg.gradient_checkpointing and cfg.finetune != "frozen":
