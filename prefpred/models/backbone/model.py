@@ -232,6 +232,14 @@ class BackboneModel:
         weights = torch.as_tensor(table.weights(), dtype=torch.float32)
         pair_lengths = np.max([s.lengths for s in seqs], axis=0)
         pad_id = int(self._tokenizer.pad_token_id)
+        tokens = int(pair_lengths.sum()) * len(sides) * cfg.epochs
+        if self.progress and self._device.type == "cpu" and tokens > 2_000_000 and (
+                cfg.max_steps is None):
+            import sys
+
+            print(f"prefpred: fine-tuning on the CPU over {tokens / 1e6:.1f}M tokens: expect "
+                  "hours (a few hundred tokens/s); --config minilm-budget runs in minutes, "
+                  "--config minilm-cpu in about half an hour per fold", file=sys.stderr)
 
         def batches_for_epoch(epoch: int) -> list[np.ndarray]:
             return swap_paired_batches(pair_lengths, cfg.train_tokens, cfg.max_batch_pairs,
@@ -254,13 +262,22 @@ class BackboneModel:
             return {"inputs": inputs, "targets": torch.cat([t[rows] for t in targets]),
                     "weights": weights[rows].repeat(len(sides))}
 
-        return train(self._net, self._param_groups(self._net), TrainData(batches_for_epoch, collate),
-                     epochs=cfg.epochs, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
-                     warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
-                     bf16=self._bf16(), device=self._device,
-                     checkpoint_dir=self._checkpoint_dir(), checkpoint_every=cfg.checkpoint_every,
-                     keep_checkpoints=cfg.keep_checkpoints, run_key=self._run_key(table),
-                     progress=self.progress, desc="fine-tune")
+        key = self._run_key(table)
+        log = train(self._net, self._param_groups(self._net), TrainData(batches_for_epoch, collate),
+                    epochs=cfg.epochs, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
+                    warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+                    bf16=self._bf16(), device=self._device,
+                    checkpoint_dir=self._checkpoint_dir(), checkpoint_every=cfg.checkpoint_every,
+                    keep_checkpoints=cfg.keep_checkpoints, run_key=key,
+                    progress=self.progress, desc="fine-tune")
+        if log.sharded:  # FSDP: rebuild an unsharded network from the gathered final weights
+            from prefpred.models.backbone.train import latest_checkpoint, load_checkpoint_weights
+
+            final = latest_checkpoint(self._checkpoint_dir(), key)
+            init = Path(cfg.init_from) if cfg.init_from else None
+            self._build(artifact=init, trainable=True)
+            load_checkpoint_weights(final, self._net)
+        return log
 
     def _predict_one_side(self, table: PreferenceTable) -> np.ndarray:
         cfg = self.config

@@ -47,6 +47,9 @@ class TrainLog:
     total_steps: int
     resumed_from: int = 0
     losses: list[float] = field(default_factory=list)
+    #: trained under FSDP: the module's own parameters are shards; the full trained weights are
+    #: in the final checkpoint (see ``BackboneModel``, which reloads them)
+    sharded: bool = False
 
     @property
     def final_loss(self) -> float:
@@ -112,19 +115,20 @@ def _scheduler_state(scheduler) -> dict[str, Any]:
     return json.loads(json.dumps(state, default=float))
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, run_key: str, module: nn.Module, optimizer,
-                    scheduler, keep: int) -> Path:
+def save_checkpoint(ckpt_dir: Path, step: int, run_key: str, weights: dict[str, torch.Tensor],
+                    optimizer, scheduler, keep: int) -> Path:
+    """Write a checkpoint (``optimizer=None``: without the optimizer state, as under FSDP)."""
     from safetensors.torch import save_file
-
-    from prefpred.models.backbone.network import trainable_state
 
     final = ckpt_dir / f"step_{step:06d}"
     tmp = ckpt_dir / f".step_{step:06d}.tmp{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+              str(tmp / "trainable.safetensors"))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -139,13 +143,18 @@ def save_checkpoint(ckpt_dir: Path, step: int, run_key: str, module: nn.Module, 
     return final
 
 
-def load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler) -> int:
+def load_checkpoint_weights(path: Path, module: nn.Module) -> None:
     from safetensors.torch import load_file
 
     from prefpred.models.backbone.network import load_trainable_state
 
     load_trainable_state(module, load_file(str(path / "trainable.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+
+
+def load_checkpoint_state(path: Path, optimizer, scheduler) -> int:
+    """Optimizer (when saved), scheduler and RNG state; returns the step."""
+    if optimizer is not None and (path / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     sched = json.loads((path / "scheduler.json").read_text())
     sched["lr_lambdas"] = [None] * len(scheduler.lr_lambdas)
     scheduler.load_state_dict(sched)
@@ -184,24 +193,42 @@ def train(module: nn.Module, param_groups: list[dict[str, Any]], data: TrainData
     optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]])
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(round(warmup_ratio * total_steps)),
                                                 total_steps)
+    from prefpred.models.backbone.network import trainable_state
+
     raw_module = module
+    found = latest_checkpoint(checkpoint_dir, run_key) if checkpoint_dir is not None else None
+    if found is not None:  # weights before any wrapping: DDP broadcasts them, FSDP shards them
+        load_checkpoint_weights(found, raw_module)
     backward: Callable[[torch.Tensor], None] = lambda loss: loss.backward()  # noqa: E731
     clip = torch.nn.utils.clip_grad_norm_
     no_sync: Callable[[nn.Module], Any] = lambda m: contextlib.nullcontext()  # noqa: E731
+    weights: Callable[[], dict[str, torch.Tensor]] = lambda: trainable_state(raw_module)  # noqa: E731
     if world > 1:
         from accelerate import Accelerator
+        from accelerate.utils import DistributedType
 
         accelerator = Accelerator(cpu=device.type == "cpu")
         module, optimizer = accelerator.prepare(module, optimizer)
         backward, clip, no_sync = accelerator.backward, accelerator.clip_grad_norm_, \
             accelerator.no_sync
+        if accelerator.distributed_type == DistributedType.FSDP:
+            if checkpoint_dir is None:
+                from prefpred.errors import ConfigError
+
+                raise ConfigError("FSDP training needs a work folder (the CV runner and submit "
+                                  "give one) to gather the trained weights in")
+            names = {n for n, p in raw_module.named_parameters() if p.requires_grad}
+            log.sharded = True
+            checkpoint_every = checkpoint_every or total_steps
+
+            def weights() -> dict[str, torch.Tensor]:  # collective: every process calls it
+                full = accelerator.get_state_dict(module)
+                return {k: v for k, v in full.items() if k in names}
 
     start = 0
-    if checkpoint_dir is not None:
-        found = latest_checkpoint(checkpoint_dir, run_key)
-        if found is not None:
-            start = load_checkpoint(found, raw_module, optimizer, scheduler)
-            log.resumed_from = start
+    if found is not None:
+        start = load_checkpoint_state(found, None if log.sharded else optimizer, scheduler)
+        log.resumed_from = start
     if start >= total_steps:
         return log
 
@@ -237,9 +264,11 @@ def train(module: nn.Module, param_groups: list[dict[str, Any]], data: TrainData
             done = step + 1
             if checkpoint_dir is not None and checkpoint_every and (
                     done % checkpoint_every == 0 or done == total_steps):
+                state_now = weights()
                 if state.is_main_process:
-                    save_checkpoint(checkpoint_dir, done, run_key, raw_module, optimizer,
-                                    scheduler, keep_checkpoints)
+                    save_checkpoint(checkpoint_dir, done, run_key, state_now,
+                                    None if log.sharded else optimizer, scheduler,
+                                    keep_checkpoints)
                 state.wait_for_everyone()
             if _after_step is not None:
                 _after_step(done)
