@@ -54,15 +54,19 @@ def run_config(spec: str, table, stamp: str) -> list[list]:
     run_dir = WORK / "backbone_cpu" / stamp / preset
     backbone = cv_run(table, "backbone", params, folds, run_dir)
     fold_txt = "all 5" if folds is None else ",".join(map(str, folds))
-    rows = [[preset, "backbone", fold_txt, backbone["rows"], backbone["log_loss"],
+    layers = f" layers {params['lora_layers']}" if params.get("lora_layers") else ""
+    what = (f"{params.get('finetune', 'lora')}{layers}, {params.get('encode', 'pair')}, "
+            f"max_length {params.get('max_length', 256)}, epochs {params.get('epochs', 1.0)}"
+            + (f", max_steps {params['max_steps']}" if params.get("max_steps") else ""))
+    rows = [[preset, what, "backbone", fold_txt, backbone["rows"], backbone["log_loss"],
              backbone["accuracy"], backbone["seconds"]]]
     print(f"{preset} folds {fold_txt}: log loss {backbone['log_loss']:.4f}, accuracy "
           f"{backbone['accuracy']:.4f}, {backbone['seconds']:.0f} s", flush=True)
     baselines = ["prior", "uniform"] + (["lgbm"] if "lgbm" in model_names() else [])
     for name in baselines:
         base = cv_run(table, name, {}, folds, run_dir)
-        rows.append([preset, name, fold_txt, base["rows"], base["log_loss"], base["accuracy"],
-                     base["seconds"]])
+        rows.append([preset, "", name, fold_txt, base["rows"], base["log_loss"],
+                     base["accuracy"], base["seconds"]])
         print(f"  {name}: log loss {base['log_loss']:.4f}", flush=True)
     return rows
 
@@ -134,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
 
     table = load_competition("shared-all").load_train()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    command = "nice -n 10 python benchmarks/bench_backbone_cpu.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    command = " ".join(["nice -n 10 python benchmarks/bench_backbone_cpu.py",
+                        *(argv if argv is not None else sys.argv[1:])])
     if args.inference_pairs:
         row = inference_speed(table, args.inference_pairs, args.max_length, args.infer_tokens,
                               args.padded_rows, args.repeats)
@@ -154,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_record:
             append_result(
                 "Backbone on CPU: shared-all out-of-fold log loss and wall time",
-                ["preset", "model", "folds", "rows scored", "log loss", "accuracy",
-                 "wall s"], rows, command,
+                ["preset", "configuration", "model", "folds", "rows scored", "log loss",
+                 "accuracy", "wall s"], rows, command,
                 note="5-fold grouped CV of shared-all (seed 42); the baselines are scored on the "
                      "same rows. Fresh run folder per run: no resumed folds, cold embedding "
                      f"cache. Peak RSS of the whole benchmark so far: {peak_rss_mib():.0f} MiB.")

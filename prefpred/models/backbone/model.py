@@ -132,8 +132,7 @@ class BackboneModel:
         if artifact is not None:
             saved = artifacts.read_artifact(artifact)
             artifacts.check_compatible(saved["params"], cfg.to_dict(), artifact,
-                                       as_is=trainable and cfg.epochs == 0
-                                       and not cfg.max_steps)
+                                       as_is=cfg.epochs == 0 and not cfg.max_steps)
         self._device = network.resolve_device(cfg.device)
         if saved is not None and cfg.finetune == "full":
             source = BackboneSource(artifact / "backbone")
