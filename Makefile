@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-gpu lint clean
 
 # (Re)install when .venv is missing or pyproject.toml / this Makefile changed since the last install.
 # torch is pinned and installed first: an unpinned torch would pull CUDA builds.
@@ -46,6 +46,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reward_calibration.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_feature_models.py
+	nice -n 10 $(BIN)/python benchmarks/bench_backbone_cpu.py
+
+# On a GPU machine (no GPU: `--smoke` checks the script on the CPU without recording).
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/bench_backbone_gpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check prefpred tests benchmarks

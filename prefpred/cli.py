@@ -35,6 +35,10 @@ FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help="Input for
                                                "detected).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Reject repairable quirks (lone "
                                          "surrogates) instead of repairing them.")]
+BackboneOpt = Annotated[str | None, typer.Option("--backbone", help="Backbone model: a local "
+                                                 "folder or a bundled name (minilm, smollm2).")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="Backbone run config: a TOML "
+                                               "file or a preset name (minilm-budget, ...).")]
 
 
 def _echo(text: str) -> None:
@@ -86,15 +90,18 @@ def cv_command(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Where out-of-fold logits go.")] = Path("runs"),
     resume: Annotated[bool, typer.Option("--resume/--no-resume")] = True,
     strict: StrictOpt = False,
+    backbone: BackboneOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Grouped K-fold cross-validation: out-of-fold scores overall and per source."""
     from prefpred.config import load_competition
     from prefpred.metrics import format_scores
+    from prefpred.models.backbone.config import apply_cli_options
     from prefpred.workflow import cross_validate, load_params
 
     comp = load_competition(competition)
+    model, model_params = apply_cli_options(model, load_params(params, param), backbone, config)
     table = comp.load_train(data, format, strict=strict)
-    model_params = load_params(params, param)
     result = cross_validate(table, comp, model, model_params, run_dir=run_dir / comp.name,
                             n_folds=folds, seed=seed, only_folds=only_fold, resume=resume)
     _echo(format_scores(result.scores, title=f"{comp.name} / {model}: out-of-fold scores"))
@@ -116,15 +123,18 @@ def submit_command(
                                           "into the provenance (0: skip CV).")] = 5,
     run_dir: Annotated[Path, typer.Option("--run-dir")] = Path("runs"),
     strict: StrictOpt = False,
+    backbone: BackboneOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Fit on all of TRAIN, predict TEST, write and validate the submission."""
     from prefpred.config import load_competition
+    from prefpred.models.backbone.config import apply_cli_options
     from prefpred.workflow import cross_validate, load_params, submit
 
     comp = load_competition(competition)
+    model, model_params = apply_cli_options(model, load_params(params, param), backbone, config)
     train_table = comp.load_train(train, format, strict=strict)
     test_table = comp.load_test(test, test_format, strict=strict)
-    model_params = load_params(params, param)
     cv = None
     if cv_folds:
         cv = cross_validate(train_table, comp, model, model_params, run_dir=run_dir / comp.name,

@@ -1,0 +1,98 @@
+"""``prefpred predict``: a saved backbone artifact predicts a file, offline.
+
+Writes logits and probabilities (parquet), or, with ``--competition`` and a ``.csv`` output, a
+validated submission with its provenance. Inference streams to ``<out>.parts/`` and resumes from
+there after an interrupt.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_command)
+
+
+def predict_command(
+    artifact: Annotated[Path, typer.Argument(help="A saved backbone artifact folder (written by "
+                                             "fit, e.g. runs/<comp>/backbone/full_fit_work/"
+                                             "artifact).")],
+    test: Annotated[Path, typer.Option("--test", help="File to predict.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output: .parquet (logits and "
+                                      "probabilities) or .csv (a submission; needs "
+                                      "--competition).")],
+    competition: Annotated[str | None, typer.Option("--competition", "-c", help="Competition "
+                                                    "whose test layout and submission format "
+                                                    "to use.")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Input format (default: "
+                                               "detected).")] = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help="Base model folder or "
+                                                 "bundled name, if it moved since saving.")] = None,
+    swap_average: Annotated[bool, typer.Option("--swap-average/--no-swap-average",
+                                               help="Average each pair with its swap.")] = True,
+    infer_tokens: Annotated[int | None, typer.Option("--infer-tokens", help="Token budget "
+                                                     "of one inference batch.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, "
+                                               "cuda:N.")] = None,
+) -> None:
+    """Predict TEST with a saved backbone artifact (no training, nothing downloaded)."""
+    import polars as pl
+
+    from prefpred import __version__
+    from prefpred.cv import LOGIT_COLUMNS
+    from prefpred.errors import ConfigError
+    from prefpred.io import atomic_path, file_sha256
+    from prefpred.labels import CLASSES
+    from prefpred.metrics import softmax
+    from prefpred.models.backbone import BackboneModel
+    from prefpred.models.backbone.artifacts import read_artifact
+
+    as_submission = out.suffix.lower() == ".csv"
+    if as_submission and competition is None:
+        raise ConfigError(f"{out}: a .csv output is a submission and needs --competition")
+    if competition is not None:
+        from prefpred.config import load_competition
+
+        comp = load_competition(competition)
+        table = comp.load_test(test, format)
+    else:
+        from prefpred.data.adapters import load_table
+
+        comp = None
+        table = load_table(test, format)
+    overrides: dict = {"swap_average": swap_average}
+    for key, value in (("backbone", backbone), ("infer_tokens", infer_tokens),
+                       ("device", device)):
+        if value is not None:
+            overrides[key] = value
+    info = read_artifact(artifact)
+    model = BackboneModel.load(artifact, **overrides)
+    parts = out.with_name(out.name + ".parts")
+    model.set_work_dir(parts)
+    logits = model.predict_logits(table)
+    proba = softmax(logits)
+    from prefpred.models.backbone.network import distributed_state
+
+    if not distributed_state().is_main_process:  # data-parallel run: the main process writes
+        return
+    if as_submission:
+        from prefpred.submission import write_submission
+
+        provenance = {"prefpred_version": __version__, "model": "backbone",
+                      "artifact": str(artifact), "weights_digest": info.get("weights_digest"),
+                      "params": info["params"], "swap_average": swap_average,
+                      "data": {"test": {str(test): file_sha256(test)} if test.is_file() else {}}}
+        write_submission(out, table, proba, comp, provenance)
+    else:
+        frame = pl.DataFrame({"id": table.ids}).with_columns(
+            [pl.Series(c, logits[:, i]) for i, c in enumerate(LOGIT_COLUMNS)]
+            + [pl.Series(f"prob_{c}", proba[:, i]) for i, c in enumerate(CLASSES)])
+        with atomic_path(out) as tmp:
+            frame.write_parquet(tmp)
+    shutil.rmtree(parts, ignore_errors=True)
+    typer.echo(f"wrote {out} ({len(table)} rows{', validated' if as_submission else ''})")

@@ -1,0 +1,160 @@
+"""Fast inference: length-sorted token-budget batches, streamed to disk, resumable, data-parallel.
+
+:func:`run_batches` applies a function to token-budget batches of rows (longest first, so that a
+too-large budget fails at once). With a ``stream_dir`` every few thousand rows of output are
+written there as a chunk file (atomically), and a re-run after an interrupt computes only the
+batches no chunk holds. Under ``accelerate launch`` each process takes every ``world``-th batch;
+the chunks (or, without a stream folder, ``gather_object``) bring the parts together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prefpred.io import atomic_path, write_json_atomic
+from prefpred.models.backbone.batching import token_budget_batches
+
+#: Called after every inference batch with the batch count so far (tests simulate a kill).
+_after_batch: Callable[[int], None] | None = None
+
+
+def _read_chunks(stream_dir: Path) -> list[dict[str, np.ndarray]]:
+    out = []
+    for path in sorted(stream_dir.glob("chunk_*.npz")):
+        with np.load(path) as z:
+            out.append({k: z[k] for k in z.files})
+    return out
+
+
+def _prepare_stream(stream_dir: Path, meta: dict[str, Any], is_main: bool) -> None:
+    meta_file = stream_dir / "meta.json"
+    if is_main:
+        if meta_file.exists() and json.loads(meta_file.read_text()) != json.loads(
+                json.dumps(meta, sort_keys=True, default=str)):
+            shutil.rmtree(stream_dir)
+        stream_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(meta_file, meta)
+
+
+def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, out_dim: int,
+                max_tokens: int, max_rows: int | None = None, stream_dir: Path | None = None,
+                meta: dict[str, Any] | None = None, flush_rows: int = 4096,
+                progress: bool = True, desc: str = "predict") -> np.ndarray:
+    """``fn(rows) -> (len(rows), out_dim)`` over all rows, in token-budget batches.
+
+    Returns an ``(n, out_dim)`` float32 array in row order. With ``stream_dir``, outputs already
+    streamed there by a run with the same ``meta`` are read back instead of recomputed.
+    """
+    from tqdm.auto import tqdm
+
+    from prefpred.models.backbone.network import distributed_state
+
+    state = distributed_state()
+    world, rank = state.num_processes, state.process_index
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths)
+    result = np.full((n, out_dim), np.nan, dtype=np.float32)
+    batches = token_budget_batches(lengths, max_tokens, max_rows)
+    done: set[int] = set()
+    if stream_dir is not None:
+        _prepare_stream(stream_dir, meta or {}, state.is_main_process)
+        state.wait_for_everyone()
+        for chunk in _read_chunks(stream_dir):
+            done.update(int(b) for b in chunk["batches"])
+    todo = [b for b in range(len(batches)) if b % world == rank and b not in done]
+
+    buffer: dict[str, list] = {"batches": [], "rows": [], "values": []}
+
+    def flush() -> None:
+        if not buffer["batches"]:
+            return
+        rows = np.concatenate(buffer["rows"])
+        values = np.concatenate(buffer["values"]).astype(np.float32)
+        if stream_dir is not None:
+            name = f"chunk_{min(buffer['batches']):06d}_{os.getpid()}.npz"
+            with atomic_path(stream_dir / name) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, batches=np.asarray(buffer["batches"], dtype=np.int64), rows=rows,
+                         values=values)
+        else:
+            local_parts.append((rows, values))
+        for key in buffer:
+            buffer[key].clear()
+
+    local_parts: list[tuple[np.ndarray, np.ndarray]] = []
+    bar = tqdm(total=int(lengths[np.concatenate([batches[b] for b in todo])].sum()) if todo else 0,
+               desc=desc, unit="tok", unit_scale=True, disable=not progress or rank != 0,
+               leave=False, dynamic_ncols=True)
+    count = 0
+    try:
+        for b in todo:
+            rows = batches[b]
+            values = np.asarray(fn(rows), dtype=np.float32).reshape(len(rows), out_dim)
+            buffer["batches"].append(b)
+            buffer["rows"].append(rows)
+            buffer["values"].append(values)
+            if sum(len(r) for r in buffer["rows"]) >= flush_rows:
+                flush()
+            bar.update(int(lengths[rows].sum()))
+            count += 1
+            if _after_batch is not None:
+                _after_batch(count)
+    finally:
+        flush()
+        bar.close()
+
+    if stream_dir is not None:
+        state.wait_for_everyone()
+        for chunk in _read_chunks(stream_dir):
+            result[chunk["rows"]] = chunk["values"]
+        state.wait_for_everyone()  # every process has read the chunks: the folder may go
+    else:
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            local_parts = [part for parts in gather_object([local_parts]) for part in parts]
+        for rows, values in local_parts:
+            result[rows] = values
+    if np.isnan(result).any():
+        raise RuntimeError("inference left rows without output (an incomplete stream folder?)")
+    return result
+
+
+class EmbeddingCache:
+    """Pooled embeddings of token sequences, by content digest: in memory for the process, and
+    on disk (``directory/<model key>/shard_*.npz``) when a directory is given."""
+
+    _memory: dict[str, dict[str, np.ndarray]] = {}
+
+    def __init__(self, directory: Path | None, model_key: str):
+        self.model_key = model_key
+        self.directory = Path(directory) / model_key if directory is not None else None
+        self.store = EmbeddingCache._memory.setdefault(model_key, {})
+        if self.directory is not None and self.directory.is_dir():
+            for shard in sorted(self.directory.glob("shard_*.npz")):
+                with np.load(shard) as z:
+                    keys = z["keys"]
+                    if keys.size and str(keys[-1]) in self.store:
+                        continue
+                    self.store.update(zip(keys.tolist(), z["values"], strict=True))
+
+    def missing(self, digests: list[str]) -> list[int]:
+        return [i for i, d in enumerate(digests) if d not in self.store]
+
+    def add(self, digests: list[str], values: np.ndarray, write: bool = True) -> None:
+        values = np.asarray(values, dtype=np.float32)
+        self.store.update(zip(digests, values, strict=True))
+        if self.directory is not None and write and digests:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"shard_{digests[0][:12]}_{len(digests)}_{os.getpid()}.npz"
+            with atomic_path(self.directory / name) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, keys=np.asarray(digests), values=values)
+
+    def get(self, digests: list[str]) -> np.ndarray:
+        return np.stack([self.store[d] for d in digests])
