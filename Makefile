@@ -4,7 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prefpred-installed
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
-DEMO   := runs/demo
 
 # Models are read from installed packages only; nothing is downloaded at run time.
 export HF_HUB_OFFLINE := 1
@@ -28,15 +27,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/prefpred data inspect ../shared/data/lmsys-kaggle-sample/train.csv
-	$(BIN)/prefpred features build --competition shared-all
-	$(BIN)/prefpred cv --competition shared-all --model lgbm
-	$(BIN)/prefpred holdout --competition shared-all --source lmsys-kaggle --fraction 0.2 --out $(DEMO)
-	$(BIN)/prefpred submit --competition lmsys-chatbot-arena --train $(DEMO)/train.parquet \
-		--test $(DEMO)/test.csv --model lgbm --out submissions/demo-lgbm.csv
-	$(BIN)/prefpred validate-submission submissions/demo-lgbm.csv --competition lmsys-chatbot-arena \
-		--test $(DEMO)/test.csv
-	$(BIN)/prefpred score submissions/demo-lgbm.csv --competition lmsys-chatbot-arena \
-		--labels $(DEMO)/test_labelled.csv
+	$(BIN)/prefpred run configs/demo.toml
+	$(BIN)/prefpred validate-submission submissions/demo.csv --competition lmsys-chatbot-arena \
+		--test runs/demo/data/test.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

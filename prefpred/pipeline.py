@@ -116,9 +116,19 @@ def load_run_config(path: str | Path) -> RunConfig:
         if spec["name"] not in model_names():
             raise ConfigError(f"{path}: [[models]] #{i}: unknown model {spec['name']!r}; "
                               f"choose one of {model_names()}")
+        unknown_keys = set(spec) - {"name", "label", "params", "params_file", "config",
+                                    "backbone"}
+        if unknown_keys:
+            raise ConfigError(f"{path}: [[models]] #{i}: unknown key(s) {sorted(unknown_keys)}")
         params = load_params(spec.get("params_file"), None)
         params.update(spec.get("params", {}))
-        models.append(ModelSpec(spec["name"], spec.get("label", spec["name"]), params))
+        model_name = spec["name"]
+        if "config" in spec or "backbone" in spec:  # a backbone preset / model folder
+            from prefpred.models.backbone.config import apply_cli_options
+
+            model_name, params = apply_cli_options(model_name, params, spec.get("backbone"),
+                                                   spec.get("config"))
+        models.append(ModelSpec(model_name, spec.get("label", model_name), params))
     if not models:
         raise ConfigError(f"{path}: at least one [[models]] entry is needed")
     labels = [m.label for m in models]
