@@ -89,7 +89,8 @@ def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, 
 
     local_parts: list[tuple[np.ndarray, np.ndarray]] = []
     bar = tqdm(total=int(lengths[np.concatenate([batches[b] for b in todo])].sum()) if todo else 0,
-               desc=desc, unit="tok", unit_scale=True, disable=not progress or rank != 0,
+               desc=desc, unit="tok", unit_scale=True,
+               disable=True if (not progress or rank != 0) else None,  # None: off without a TTY
                leave=False, dynamic_ncols=True)
     count = 0
     try:

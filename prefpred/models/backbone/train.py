@@ -239,7 +239,8 @@ def train(module: nn.Module, param_groups: list[dict[str, Any]], data: TrainData
     micro: Iterator[tuple[int, int]] = iter(plan[start * grad_accum:])
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not progress or rank != 0,
+    bar = tqdm(total=total_steps, initial=start, desc=desc,
+               disable=True if (not progress or rank != 0) else None,  # None: off without a TTY
                leave=False, dynamic_ncols=True)
     try:
         for step in range(start, total_steps):
