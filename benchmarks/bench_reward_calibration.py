@@ -1,12 +1,14 @@
 """Reward-model calibration with ties on shared-all (7,633 pairs, 5-fold grouped out of fold).
 
-Two scalar scorers stand in for a reward model, each giving one score per response:
+Scalar scorers stand in for a reward model, each giving one score per response:
 
 - ``length``: log(1 + characters of the response), the classic length bias;
-- ``style-BT``: a Bradley-Terry reward on 12 response-style features (length, lines, markdown
-  headers, lists, code, bold, digits, refusals, ...), trained the way TRL and OpenRLHF train
-  reward models: ties dropped, logistic loss on A-vs-B. It is fitted out of fold (on the other
-  folds' non-tie pairs), so every row's reward comes from a model that never saw it.
+- ``feature-BT``: a Bradley-Terry reward on every per-response feature of
+  :mod:`prefpred.features`, trained the way TRL and OpenRLHF train reward models: ties dropped,
+  logistic loss on A-vs-B. It is fitted out of fold (on the other folds' non-tie pairs), so every
+  row's reward comes from a model that never saw it.
+- ``lgbm-margin`` (when ``--oof`` points at a ``prefpred cv --model lgbm`` run with the same
+  folds): the feature model's margin ``logit_A - logit_B``.
 
 Each scorer's margin ``reward_a - reward_b`` is then turned into (A, B, TIE) probabilities by
 every tie model, each fitted on the other folds and scored on the held-out one (the same grouped
@@ -38,34 +40,20 @@ from prefpred.rewards.models import oof_tie_scores  # noqa: E402
 SIDES = ("response_a", "response_b")
 
 
-def style_features(column: str) -> list[pl.Expr]:
-    text = pl.col(column).list.join("\n\n")
-    lines = text.str.split("\n")
-    return [
-        text.str.len_chars().cast(pl.Float64).log1p().alias("log_chars"),
-        text.str.count_matches(r"\S+").cast(pl.Float64).log1p().alias("log_words"),
-        lines.list.len().cast(pl.Float64).log1p().alias("log_lines"),
-        text.str.count_matches(r"(?m)^#{1,6} ").cast(pl.Float64).log1p().alias("headers"),
-        text.str.count_matches(r"(?m)^\s*[-*•] ").cast(pl.Float64).log1p().alias("bullets"),
-        text.str.count_matches(r"(?m)^\s*\d+[.)] ").cast(pl.Float64).log1p().alias("numbered"),
-        text.str.count_matches("```").cast(pl.Float64).log1p().alias("code_fences"),
-        text.str.count_matches(r"\*\*[^*]+\*\*").cast(pl.Float64).log1p().alias("bold"),
-        (text.str.count_matches(r"\d").cast(pl.Float64)
-         / (text.str.len_chars().cast(pl.Float64) + 1)).alias("digit_share"),
-        text.str.to_lowercase().str.contains(
-            r"i('m| am) sorry|i can(no|')t|as an ai|i am unable|i'm unable").cast(pl.Float64)
-        .alias("refusal"),
-        (text.str.strip_chars().str.len_chars() == 0).cast(pl.Float64).alias("empty"),
-        text.str.count_matches(r"\?").cast(pl.Float64).log1p().alias("questions"),
-    ]
-
-
-def style_bt_rewards(table, folds: np.ndarray, C: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold Bradley-Terry rewards (ties dropped in training, as TRL does)."""
+def feature_bt_rewards(table, folds: np.ndarray, C: float = 1.0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold Bradley-Terry rewards on the per-response features of
+    :mod:`prefpred.features` (every ``a_*`` / ``b_*`` statistic), trained the way TRL and
+    OpenRLHF train reward models: ties dropped, logistic loss on A-vs-B, each pair in both orders
+    (so the reward cannot learn the position)."""
     from sklearn.linear_model import LogisticRegression
 
-    fa = table.df.select(style_features("response_a")).to_numpy()
-    fb = table.df.select(style_features("response_b")).to_numpy()
+    from prefpred.features import compute_features
+
+    feats = compute_features(table)
+    stats = [c[2:] for c in feats.columns if c.startswith("a_")]
+    fa = feats.select([f"a_{s}" for s in stats]).to_numpy()
+    fb = feats.select([f"b_{s}" for s in stats]).to_numpy()
     y = table.labels()
     ra, rb = np.empty(len(y)), np.empty(len(y))
     for k in np.unique(folds):
@@ -73,13 +61,26 @@ def style_bt_rewards(table, folds: np.ndarray, C: float = 1.0) -> tuple[np.ndarr
         diff = fa[train] - fb[train]
         scale = diff.std(0) + 1e-9
         target = (y[train] == A).astype(int)
-        # each pair in both orders: the reward cannot learn the position
-        lr = LogisticRegression(C=C, fit_intercept=False, max_iter=2000)
+        lr = LogisticRegression(C=C, fit_intercept=False, max_iter=5000)
         lr.fit(np.vstack([diff, -diff]) / scale, np.concatenate([target, 1 - target]))
         w = lr.coef_[0] / scale
         test = folds == k
         ra[test], rb[test] = fa[test] @ w, fb[test] @ w
     return ra, rb
+
+
+def oof_margin(table, path: Path, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The feature model's own margin, logit_A - logit_B of its out-of-fold logits (read from a
+    `prefpred cv` run folder made with the same folds), as a (reward_a, reward_b) pair."""
+    from prefpred.calibration import oof_arrays
+
+    arrays = oof_arrays(path / "oof.parquet")
+    by_id = dict(zip(arrays.ids, range(len(arrays.ids)), strict=True))
+    rows = np.array([by_id[i] for i in table.ids])
+    if not (arrays.folds[rows] == folds).all():
+        raise SystemExit(f"{path}: its CV folds differ from this benchmark's")
+    z = arrays.logits[rows]
+    return z[:, 0], z[:, 1]
 
 
 def length_rewards(table) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--oof", type=Path, default=Path("runs/shared-all/lgbm"),
+                    help="a `prefpred cv --model lgbm` run folder: its margin is a third scorer")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -118,7 +121,13 @@ def main() -> None:
     src_x = np.stack([(sources == s).astype(float) for s in source_names[1:]], axis=1)
 
     t0 = time.perf_counter()
-    scorers = {"length": length_rewards(table), "style-BT": style_bt_rewards(table, folds)}
+    scorers = {"length": length_rewards(table),
+               "feature-BT": feature_bt_rewards(table, folds)}
+    if (args.oof / "oof.parquet").exists():
+        scorers["lgbm-margin"] = oof_margin(table, args.oof, folds)
+    else:
+        print(f"no {args.oof}/oof.parquet: run `prefpred cv --competition shared-all --model lgbm`"
+              " for the lgbm-margin scorer")
     rows = []
     for scorer, (ra, rb) in scorers.items():
         margin = ra - rb
@@ -163,8 +172,10 @@ def main() -> None:
             f"--seed {args.seed}",
             note=(f"{len(table)} pairs, {args.folds}-fold grouped folds (seed {args.seed}, the "
                   "folds of `prefpred cv`). Scorers: `length` = log(1 + characters) per "
-                  "response; `style-BT` = a Bradley-Terry reward on 12 response-style features "
-                  "trained out of fold with ties dropped (as TRL / OpenRLHF do). "
+                  "response; `feature-BT` = a Bradley-Terry reward on every per-response "
+                  "feature of prefpred.features, trained out of fold with ties dropped (as TRL / "
+                  "OpenRLHF do); `lgbm-margin` = logit_A - logit_B of the LightGBM feature "
+                  "model's out-of-fold logits (`prefpred cv --model lgbm`, same folds). "
                   "`uncalibrated` = softmax(m/2, -m/2, 0) of the margin m = reward_a - reward_b; "
                   "`prior` = training-fold class frequencies; each tie model is fitted on four "
                   "folds and scored on the fifth. `multinomial+lengths` lets the tie odds "
