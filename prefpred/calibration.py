@@ -17,7 +17,6 @@ ids that :func:`prefpred.cv.run_cv` saves in ``oof.parquet``, so a reported gain
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from prefpred.io import atomic_path, write_json_atomic
 from prefpred.labels import CLASSES, LOGIT_COLUMNS, N_CLASSES
 from prefpred.metrics import ece_per_class, score_by, softmax
 from prefpred.models.base import log_softmax
+from prefpred.registry import instantiate, read_artifact
 
 FORMAT_VERSION = 1
 
@@ -327,26 +327,12 @@ CALIBRATORS: dict[str, type[Calibrator]] = {
 
 def make_calibrator(method: str, **params: Any) -> Calibrator:
     """A fresh calibrator by name (``none``, ``temperature``, ``vector``, ``temperature_by_length``)."""
-    if method not in CALIBRATORS:
-        raise ConfigError(f"unknown calibration method {method!r}; choose one of "
-                          f"{sorted(CALIBRATORS)}")
-    try:
-        return CALIBRATORS[method](**params)
-    except TypeError as err:
-        raise ConfigError(f"calibration method {method!r}: {err}") from None
+    return instantiate(CALIBRATORS, method, "calibration method", params)
 
 
 def load_calibrator(path: str | Path) -> Calibrator:
     """Read a calibrator written by :meth:`Calibrator.save`."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("calibrator file not found", file=path) from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"not a calibrator file (bad JSON: {err.msg})", file=path) from None
-    if not isinstance(data, dict) or data.get("kind") != "calibrator":
-        raise DataError("not a calibrator file (no \"kind\": \"calibrator\")", file=path)
+    data = read_artifact(path, "calibrator", "calibrator")
     method = data.get("method")
     if method not in CALIBRATORS:
         raise DataError(f"unknown calibration method {method!r}", file=path, column="method")

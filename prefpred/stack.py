@@ -21,7 +21,6 @@ the stack's own score is out of fold; :func:`evaluate_stack` adds out-of-fold ca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from prefpred.io import write_json_atomic
 from prefpred.labels import N_CLASSES
 from prefpred.metrics import score_by, softmax
 from prefpred.models.base import log_softmax
+from prefpred.registry import instantiate, read_artifact
 
 FORMAT_VERSION = 1
 
@@ -567,25 +567,13 @@ STACKERS: dict[str, type[Stacker]] = {c.name: c for c in (WeightBlend, LogisticS
 
 
 def make_stacker(name: str, **params: Any) -> Stacker:
-    if name not in STACKERS:
-        raise ConfigError(f"unknown stacker {name!r}; choose one of {sorted(STACKERS)}")
-    try:
-        return STACKERS[name](**params)
-    except TypeError as err:
-        raise ConfigError(f"stacker {name!r}: {err}") from None
+    return instantiate(STACKERS, name, "stacker", params)
 
 
 def load_stacker(path: str | Path) -> Stacker:
-    path = Path(path)
-    if not path.exists():
-        raise DataError("stacker file not found", file=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"not a stacker file (bad JSON: {err.msg})", file=path) from None
-    if not isinstance(data, dict) or data.get("kind") != "stacker" or \
-            data.get("stacker") not in STACKERS:
-        raise DataError("not a stacker file", file=path)
+    data = read_artifact(path, "stacker", "stacker")
+    if data.get("stacker") not in STACKERS:
+        raise DataError(f"unknown stacker {data.get('stacker')!r}", file=path, column="stacker")
     obj = make_stacker(data["stacker"], **data.get("params", {}))
     obj._load_state(data["state"])
     obj.models_ = list(data["models"])

@@ -53,3 +53,14 @@ def shared_all():
     from prefpred.config import load_competition
 
     return load_competition("shared-all").load_train()
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models run fastest on one thread (and do not fight over shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import json
 
 import polars as pl
 import pytest
-import torch
 from conftest import KAGGLE
 
 from prefpred.testing import tiny_backbone
@@ -15,12 +14,7 @@ TINY = ["--param", "max_length=96", "--param", "train_tokens=1536", "--param", "
         "--param", "max_steps=2", "--param", "checkpoint_every=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ FAST = dict(max_length=96, train_tokens=1536, max_batch_pairs=8, progress=False,
             checkpoint_every=0, lr=2e-3, head_lr=5e-3, warmup_ratio=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight over shared cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

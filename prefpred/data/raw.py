@@ -135,16 +135,25 @@ def _has_lone_surrogate_escape(text: str) -> bool:
     return len(re.findall(HIGH_ESCAPE, text)) != pairs or len(re.findall(LOW_ESCAPE, text)) != pairs
 
 
-def read_jsonl(path: Path, *, quirks: Quirks | None = None, strict: bool = False) -> pl.DataFrame:
-    """JSON lines; row N is the N-th non-blank line. Bare ``NaN`` tokens become null."""
+def _read_utf8(path: Path, *, lines_are_rows: bool) -> tuple[bytes, str]:
+    """The file's bytes and text; invalid UTF-8 is an error naming its line (its row, in a
+    JSON-lines file)."""
     _check_exists(path)
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        return raw, raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError("text is not valid UTF-8", file=path, row=line,
+        if lines_are_rows:
+            raise DataError("text is not valid UTF-8", file=path, row=line,
+                            fix="re-encode the file as UTF-8") from None
+        raise DataError(f"text is not valid UTF-8 (line {line})", file=path,
                         fix="re-encode the file as UTF-8") from None
+
+
+def read_jsonl(path: Path, *, quirks: Quirks | None = None, strict: bool = False) -> pl.DataFrame:
+    """JSON lines; row N is the N-th non-blank line. Bare ``NaN`` tokens become null."""
+    raw, text = _read_utf8(path, lines_are_rows=True)
     if "NaN" not in text and not _has_lone_surrogate_escape(text):
         try:
             df = pl.read_ndjson(io.BytesIO(raw), infer_schema_length=None)
@@ -172,14 +181,7 @@ def read_jsonl(path: Path, *, quirks: Quirks | None = None, strict: bool = False
 
 def read_json_array(path: Path, *, quirks: Quirks | None = None, strict: bool = False) -> pl.DataFrame:
     """A JSON array of objects (or JSON lines saved as .json)."""
-    _check_exists(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"text is not valid UTF-8 (line {line})", file=path,
-                        fix="re-encode the file as UTF-8") from None
+    _raw, text = _read_utf8(path, lines_are_rows=False)
     stripped = text.lstrip()
     if stripped.startswith("{"):
         return read_jsonl(path, quirks=quirks, strict=strict)

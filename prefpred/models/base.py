@@ -13,6 +13,7 @@ import numpy as np
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
 from prefpred.labels import N_CLASSES, swap_class_columns
+from prefpred.registry import instantiate
 
 
 @runtime_checkable
@@ -86,8 +87,4 @@ def model_class(name: str) -> type:
 
 def build_model(name: str, params: dict[str, Any] | None = None) -> PreferenceModel:
     """Instantiate a registered model with keyword parameters (unknown keys are an error)."""
-    cls = model_class(name)
-    try:
-        return cls(**(params or {}))
-    except TypeError as err:
-        raise ConfigError(f"model {name!r}: {err}") from None
+    return instantiate({name: model_class(name)}, name, "model", params)

@@ -17,7 +17,6 @@ out-of-fold log loss; :func:`save_tie_model` / :func:`load_tie_model` round-trip
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +30,7 @@ from prefpred.io import write_json_atomic
 from prefpred.labels import CLASSES, N_CLASSES, TIE, A, B
 from prefpred.metrics import log_loss, softmax
 from prefpred.models.base import log_softmax
+from prefpred.registry import instantiate, read_artifact
 
 FORMAT_VERSION = 1
 _MIN_ETA = 1e-6
@@ -420,12 +420,7 @@ TIE_MODELS: dict[str, type[TieModel]] = {c.name: c for c in (RaoKupper, Davidson
 
 
 def make_tie_model(name: str, **params: Any) -> TieModel:
-    if name not in TIE_MODELS:
-        raise ConfigError(f"unknown tie model {name!r}; choose one of {sorted(TIE_MODELS)}")
-    try:
-        return TIE_MODELS[name](**params)
-    except TypeError as err:
-        raise ConfigError(f"tie model {name!r}: {err}") from None
+    return instantiate(TIE_MODELS, name, "tie model", params)
 
 
 def save_tie_model(model: TieModel, path: str | Path, **meta: Any) -> Path:
@@ -434,15 +429,7 @@ def save_tie_model(model: TieModel, path: str | Path, **meta: Any) -> Path:
 
 
 def load_tie_model(path: str | Path) -> TieModel:
-    path = Path(path)
-    if not path.exists():
-        raise DataError("tie model file not found", file=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"not a tie model file (bad JSON: {err.msg})", file=path) from None
-    if not isinstance(data, dict) or data.get("kind") != "tie-model":
-        raise DataError("not a tie model file (no \"kind\": \"tie-model\")", file=path)
+    data = read_artifact(path, "tie-model", "tie model")
     name = data.get("model")
     if name not in TIE_MODELS:
         raise DataError(f"unknown tie model {name!r}", file=path, column="model")
