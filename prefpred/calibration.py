@@ -351,18 +351,18 @@ class OOFArrays:
     logits: np.ndarray
 
 
-def oof_arrays(frame: pl.DataFrame | str | Path) -> OOFArrays:
-    """Read an out-of-fold frame (id, source, fold, label, logit_A, logit_B, logit_TIE)."""
-    file = None
-    if not isinstance(frame, pl.DataFrame):
-        file = Path(frame)
-        if not file.exists():
-            raise DataError("out-of-fold file not found", file=file)
-        frame = pl.read_parquet(file)
+def check_oof_frame(frame: pl.DataFrame, file: Path | None = None,
+                    what: str = "an out-of-fold frame") -> pl.DataFrame:
+    """Check an out-of-fold frame (columns, unique ids, finite logits, labels 0-2); return it
+    with ``id`` as text. Errors name the file, row and column."""
     missing = [c for c in ("id", "fold", "label", *LOGIT_COLUMNS) if c not in frame.columns]
     if missing:
-        raise DataError(f"missing column(s) {missing} of an out-of-fold frame", file=file,
-                        column=missing[0])
+        raise DataError(f"missing column(s) {missing} of {what}", file=file, column=missing[0])
+    frame = frame.with_columns(pl.col("id").cast(pl.String))
+    repeat = ~frame["id"].is_first_distinct()
+    if repeat.any():
+        row = int(repeat.arg_true()[0]) + 1
+        raise DataError(f"duplicate id {frame['id'][row - 1]!r}", file=file, row=row, column="id")
     for col in ("fold", "label", *LOGIT_COLUMNS):
         s = frame[col]
         bad = s.is_null()
@@ -375,6 +375,19 @@ def oof_arrays(frame: pl.DataFrame | str | Path) -> OOFArrays:
     if ((y < 0) | (y >= N_CLASSES)).any():
         row = int(np.flatnonzero((y < 0) | (y >= N_CLASSES))[0]) + 1
         raise DataError(f"label {y[row - 1]} is not 0, 1 or 2", file=file, row=row, column="label")
+    return frame
+
+
+def oof_arrays(frame: pl.DataFrame | str | Path) -> OOFArrays:
+    """Read an out-of-fold frame (id, source, fold, label, logit_A, logit_B, logit_TIE)."""
+    file = None
+    if not isinstance(frame, pl.DataFrame):
+        file = Path(frame)
+        if not file.exists():
+            raise DataError("out-of-fold file not found", file=file)
+        frame = pl.read_parquet(file)
+    frame = check_oof_frame(frame, file)
+    y = frame["label"].to_numpy().astype(np.int64)
     sources = (frame["source"].to_numpy() if "source" in frame.columns
                else np.full(frame.height, "all", dtype=object))
     return OOFArrays(ids=frame["id"].cast(pl.String).to_list(), y=y,

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import minimize
 
-from prefpred.calibration import LOGIT_COLUMNS, calibrate_out_of_fold
+from prefpred.calibration import LOGIT_COLUMNS, calibrate_out_of_fold, check_oof_frame
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import write_json_atomic
@@ -103,27 +103,11 @@ def load_stack_data(
         raise ConfigError("stacking needs at least one base model's out-of-fold logits")
     names = list(oofs)
     base, base_file = _read_frame(oofs[names[0]])
-    needed = ["id", "fold", "label", *LOGIT_COLUMNS]
+    base = base.with_columns(pl.col("id").cast(pl.String))
     frames = {}
     for name in names:
         frame, file = _read_frame(oofs[name]) if name != names[0] else (base, base_file)
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise DataError(f"missing column(s) {missing} in the out-of-fold logits of {name!r}",
-                            file=file, column=missing[0])
-        frame = frame.with_columns(pl.col("id").cast(pl.String))
-        dup = frame["id"].is_duplicated()
-        if dup.any():
-            raise DataError(f"duplicate id {frame['id'][int(dup.arg_true()[0])]!r}", file=file,
-                            row=int(dup.arg_true()[1]) + 1, column="id")
-        for col in ("fold", "label", *LOGIT_COLUMNS):
-            s = frame[col]
-            bad = s.is_null()
-            if s.dtype.is_float():
-                bad = bad | ~s.is_finite()
-            if bad.any():
-                raise DataError("missing or non-finite value", file=file,
-                                row=int(bad.arg_true()[0]) + 1, column=col)
+        frame = check_oof_frame(frame, file, f"the out-of-fold logits of {name!r}")
         frames[name] = (frame, file)
     ids = base["id"]
     joined = base.select("id", *(["source"] if "source" in base.columns else []), "fold", "label")

@@ -71,6 +71,10 @@ def test_load_stack_data_rejects_mismatched_inputs(synthetic, tmp_path):
         load_stack_data({"good": good, "cut": good.tail(100)})
     with pytest.raises(DataError, match="labels differ"):
         load_stack_data({"good": good, "relabel": good.with_columns(
+            pl.when(pl.col("id") == "r3").then((pl.col("label") + 1) % 3)
+            .otherwise(pl.col("label")).alias("label"))})
+    with pytest.raises(DataError, match="row 4, column 'label': label 9 is not 0, 1 or 2"):
+        load_stack_data({"good": good, "bad": good.with_columns(
             pl.when(pl.col("id") == "r3").then(9).otherwise(pl.col("label")).alias("label"))})
     with pytest.raises(DataError, match="out-of-fold file not found"):
         load_stack_data({"gone": tmp_path / "nothing"})
