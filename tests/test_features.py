@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prefpred.data.table import PreferenceTable
 from prefpred.features import compute_features, feature_names, feature_role
@@ -146,3 +148,21 @@ def test_optional_fast_tokenizer_counts(tmp_path):
     assert "a_hf_tokens_all" in f.columns and "lr_hf_tokens_last" in f.columns
     assert f["a_hf_tokens_all"][0] > f["a_hf_tokens_last"][0] > 0
     assert f["a_hf_tokens_all"][0] == ref["a_hf_tokens_all"][0]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(texts=st.lists(st.one_of(st.none(), st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)),
+    min_size=1, max_size=6))
+def test_character_trigrams_are_pythons_for_any_text(texts):
+    """The vectorised UTF-8 decoding behind the character-trigram Jaccard gives exactly Python's
+    characters, for one- to four-byte characters, empty strings and nulls, at any position."""
+    from prefpred.features.build import _char_trigrams
+
+    series = pl.Series("t", texts, dtype=pl.String)
+    got = _char_trigrams(series[1:] if len(texts) > 1 else series)  # also a sliced column
+    for text, grams in zip(texts[1:] if len(texts) > 1 else texts, got.to_list(), strict=True):
+        s = text or ""
+        want = [(ord(s[i]) << 42) | (ord(s[i + 1]) << 21) | ord(s[i + 2])
+                for i in range(len(s) - 2)]
+        assert grams == want

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from prefpred.data.table import PreferenceTable
 from prefpred.features.patterns import COUNTED, LATIN, WORD
@@ -263,18 +265,75 @@ def _word_features(tokens: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _utf8_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of a string column as one array, and each string's byte offsets
+    (``len(texts) + 1`` of them, starting at 0). Nulls count as empty strings."""
+    arr = texts.fill_null("").to_arrow(compat_level=pl.CompatLevel.oldest())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    if data_buf is None or offsets[-1] == offsets[0]:
+        return np.zeros(0, dtype=np.uint8), np.zeros(len(arr) + 1, dtype=np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return data, offsets - offsets[0]
+
+
+def _code_points(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode valid UTF-8 (what polars holds) into code points, vectorised: returns the code
+    points (u64) and each string's offsets counted in characters."""
+    if len(data) == 0 or int(data.max()) < 0x80:
+        return data.astype(np.uint64), offsets
+    lead = np.flatnonzero((data & 0xC0) != 0x80)  # the first byte of every character
+    cp = data[lead].astype(np.uint64)
+    multi = np.flatnonzero(cp >= 0xC0)  # characters of two to four bytes
+    if len(multi):
+        first = cp[multi]
+        n_cont = np.where(first >= 0xF0, 3, np.where(first >= 0xE0, 2, 1))
+        value = first & np.where(n_cont == 3, 0x07, np.where(n_cont == 2, 0x0F, 0x1F)
+                                 ).astype(np.uint64)
+        padded = np.concatenate([data, np.zeros(3, dtype=np.uint8)]).astype(np.uint64)
+        at = lead[multi]
+        for k in (1, 2, 3):
+            cont = (value << np.uint64(6)) | (padded[at + k] & np.uint64(0x3F))
+            value = np.where(n_cont >= k, cont, value)
+        cp[multi] = value
+    return cp, np.searchsorted(lead, offsets)
+
+
+def _char_trigrams(texts: pl.Series) -> pl.Series:
+    """Every character trigram of each text as an exact integer: three 21-bit code points packed
+    into a u64 (no hashing, so no collisions). A list column, one list per text, in order."""
+    cp, offsets = _code_points(*_utf8_buffers(texts))
+    n_chars = np.diff(offsets)
+    n_grams = np.maximum(n_chars - 2, 0)
+    if len(cp) >= 3:
+        grams = (cp[:-2] << np.uint64(42)) | (cp[1:-1] << np.uint64(21)) | cp[2:]
+        keep = np.ones(len(grams), dtype=bool)
+        for k in (1, 2):  # a trigram starting at one of a text's last two characters crosses
+            at = offsets[1:] - k  # into the next text
+            keep[at[(at >= offsets[:-1]) & (at < len(grams))]] = False
+        grams = grams[keep]
+    else:
+        grams = np.zeros(0, dtype=np.uint64)
+    list_offsets = np.zeros(len(n_grams) + 1, dtype=np.int64)
+    np.cumsum(n_grams, out=list_offsets[1:])
+    return pl.Series(texts.name, pa.LargeListArray.from_arrays(
+        pa.array(list_offsets), pa.array(grams, type=pa.uint64())))
+
+
 def _char_jaccard(df: pl.DataFrame) -> pl.DataFrame:
     """Jaccard similarity of the character-trigram sets of A and B (lower-cased, turns joined)."""
-    e = pl.element()
     sides = {"a": "response_a", "b": "response_b"}
-    h = df.select("_r", *[pl.col(col).list.join(SEP).str.to_lowercase().str.split("")
-                          .list.eval(e.hash()).alias(k) for k, col in sides.items()])
-    g = h.select("_r", *[_gram_hashes(pl.col(k)).list.unique().alias(k) for k in sides])
+    texts = df.select(*[pl.col(col).list.join(SEP).str.to_lowercase().alias(k)
+                        for k, col in sides.items()])
+    g = pl.DataFrame([_char_trigrams(texts[k]).list.unique().alias(k) for k in sides])
     inter = pl.col("a").list.set_intersection("b").list.len().cast(pl.Float64)
-    g = g.select("_r", inter.alias("i"),
+    g = g.select(inter.alias("i"),
                  (pl.col("a").list.len() + pl.col("b").list.len()).cast(pl.Float64).alias("n"))
     union = pl.col("n") - pl.col("i")
-    return g.select("_r", pl.when(union > 0).then(pl.col("i") / union).otherwise(1.0)
+    return g.select(df["_r"], pl.when(union > 0).then(pl.col("i") / union).otherwise(1.0)
                     .alias("s_jaccard_char3"))
 
 
