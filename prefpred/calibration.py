@@ -29,7 +29,7 @@ from scipy.optimize import minimize
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import atomic_path, write_json_atomic
-from prefpred.labels import CLASSES, LOGIT_COLUMNS, N_CLASSES
+from prefpred.labels import CLASSES, LOGIT_COLUMNS, N_CLASSES, check_labels_and_weights
 from prefpred.metrics import ece_per_class, score_by, softmax
 from prefpred.models.base import log_softmax
 from prefpred.registry import instantiate, read_artifact
@@ -46,17 +46,7 @@ def _check_inputs(logits: np.ndarray, y: np.ndarray | None = None,
         raise ValueError(f"expected logits of shape (n, {N_CLASSES}), got {z.shape}")
     if not np.isfinite(z).all():
         raise ValueError("logits must be finite")
-    n = len(z)
-    yy = None
-    if y is not None:
-        yy = np.asarray(y, dtype=np.int64)
-        if yy.shape != (n,):
-            raise ValueError(f"{yy.shape[0] if yy.ndim else 0} labels for {n} rows")
-        if ((yy < 0) | (yy >= N_CLASSES)).any():
-            raise ValueError("labels must be class indices 0, 1 or 2")
-    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != (n,) or (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("sample_weight must be n finite non-negative numbers")
+    yy, w = check_labels_and_weights(y, sample_weight, len(z))
     return z, yy, w
 
 

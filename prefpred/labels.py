@@ -70,3 +70,23 @@ def swap_label_indices(labels: np.ndarray) -> np.ndarray:
     out[labels == A] = B
     out[labels == B] = A
     return out
+
+
+def check_labels_and_weights(y: object, sample_weight: object, n: int
+                             ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Validate optional class-index labels and optional sample weights for ``n`` rows.
+
+    Returns ``(labels or None, weights)``; weights default to ones. Raises ``ValueError`` for a
+    wrong length, an index outside 0 (A), 1 (B), 2 (TIE), or a negative / non-finite weight.
+    """
+    labels = None
+    if y is not None:
+        labels = np.asarray(y, dtype=np.int64)
+        if labels.shape != (n,):
+            raise ValueError(f"{labels.shape[0] if labels.ndim else 0} labels for {n} rows")
+        if ((labels < 0) | (labels >= N_CLASSES)).any():
+            raise ValueError("labels must be class indices 0 (A), 1 (B) or 2 (TIE)")
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,) or (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError(f"sample_weight must be {n} finite non-negative numbers")
+    return labels, w

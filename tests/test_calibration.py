@@ -248,3 +248,20 @@ def test_kaggle_sample_smoke(kaggle_table):
     for method in CALIBRATORS:
         out = calibrate_out_of_fold(logits, y, folds, method, lengths=pair_lengths(kaggle_table))
         assert np.isfinite(out).all() and np.allclose(softmax(out).sum(1), 1)
+
+
+@pytest.mark.parametrize(("y", "w", "message"), [
+    ([0, 1], None, "2 labels for 3 rows"),
+    ([0, 1, 3], None, "class indices 0 \\(A\\), 1 \\(B\\) or 2 \\(TIE\\)"),
+    ([0, 1, -1], None, "class indices"),
+    ([0, 1, 2], [1.0, -1.0, 1.0], "3 finite non-negative numbers"),
+    ([0, 1, 2], [1.0, np.nan, 1.0], "3 finite non-negative numbers"),
+    ([0, 1, 2], [1.0, 1.0], "3 finite non-negative numbers"),
+])
+def test_calibrators_and_tie_models_refuse_bad_labels_and_weights(y, w, message):
+    from prefpred.rewards.models import RaoKupper
+
+    with pytest.raises(ValueError, match=message):
+        TemperatureScaling().fit(np.zeros((3, 3)), y, sample_weight=w)
+    with pytest.raises(ValueError, match=message):
+        RaoKupper().fit(np.zeros(3), y, sample_weight=w)

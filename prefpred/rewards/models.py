@@ -27,7 +27,7 @@ from scipy.special import expit, log_expit
 
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import write_json_atomic
-from prefpred.labels import CLASSES, N_CLASSES, TIE, A, B
+from prefpred.labels import CLASSES, N_CLASSES, TIE, A, B, check_labels_and_weights
 from prefpred.metrics import log_loss, softmax
 from prefpred.models.base import log_softmax
 from prefpred.registry import instantiate, read_artifact
@@ -45,14 +45,7 @@ def _check(margin: np.ndarray, y: np.ndarray | None = None,
     if not np.isfinite(m).all():
         raise ValueError("margins must be finite")
     n = len(m)
-    yy = None
-    if y is not None:
-        yy = np.asarray(y, dtype=np.int64)
-        if yy.shape != (n,) or ((yy < 0) | (yy >= N_CLASSES)).any():
-            raise ValueError("labels must be n class indices 0 (A), 1 (B), 2 (TIE)")
-    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != (n,) or (w < 0).any():
-        raise ValueError("sample_weight must be n non-negative numbers")
+    yy, w = check_labels_and_weights(y, sample_weight, n)
     x = np.zeros((n, 0)) if features is None else np.asarray(features, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
