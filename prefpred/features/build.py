@@ -3,8 +3,9 @@
 Everything is computed from the prompt and the two responses of each row (never from labels), by
 polars expressions over whole columns: turns are exploded into one long frame, counted once with
 the patterns of :mod:`prefpred.features.patterns`, and aggregated back per row over all turns
-(``_all``) and for the last turn (``_last``). Large tables are processed in chunks of rows so that
-peak memory stays bounded.
+(``_all``) and for the last turn (``_last``). Character trigrams are the one exception: they are
+read straight from the UTF-8 buffers with numpy (vectorised decoding, exact code points, no
+per-row Python). Large tables are processed in chunks of rows so that peak memory stays bounded.
 
 Feature names follow :mod:`prefpred.features.symmetry` (``a_``/``b_`` per response, ``d_``
 differences, ``lr_`` log-ratios, ``s_`` symmetric pair features, ``p_`` prompt features,
