@@ -3,6 +3,7 @@ JSON artifacts, with one-line errors."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +21,14 @@ def instantiate(registry: Mapping[str, Callable[..., Any]], name: str, what: str
         return registry[name](**dict(params or {}))
     except TypeError as err:
         raise ConfigError(f"{what} {name!r}: {err}") from None
+
+
+def constructor_params(obj: object) -> dict[str, Any]:
+    """Every ``__init__`` argument of ``obj`` read back from the attribute of the same name
+    (tuples as lists, so the result is JSON as saved): ``get_params`` for classes that store
+    their arguments unchanged, so that ``type(obj)(**constructor_params(obj))`` rebuilds it."""
+    names = [n for n in inspect.signature(type(obj).__init__).parameters if n != "self"]
+    return {n: list(v) if isinstance(v := getattr(obj, n), tuple) else v for n in names}
 
 
 def read_artifact(path: str | Path, kind: str, what: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from prefpred.io import write_json_atomic
 from prefpred.labels import N_CLASSES
 from prefpred.metrics import score_by, softmax
 from prefpred.models.base import log_softmax
-from prefpred.registry import instantiate, read_artifact
+from prefpred.registry import constructor_params, instantiate, read_artifact
 
 FORMAT_VERSION = 1
 
@@ -486,9 +486,7 @@ class LGBMStacker(Stacker):
         self.n_rounds_: int | None = None
 
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("n_estimators", "learning_rate", "num_leaves",
-                                              "min_child_samples", "reg_lambda",
-                                              "early_stopping_rounds", "seed", "num_threads")}
+        return constructor_params(self)
 
     def _lgb_params(self) -> dict[str, Any]:
         return {"objective": "multiclass", "num_class": N_CLASSES,

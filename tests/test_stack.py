@@ -208,3 +208,19 @@ def test_stack_on_real_out_of_fold_logits(shared_all, tmp_path):
     per_source = report.scores.filter((pl.col("model") == "stack:logistic")
                                       & (pl.col("calibration") == "none"))
     assert set(per_source["group"]) == {*shared_all.sources(), "ALL"}
+
+
+def test_constructor_params_rebuild_the_stacker_and_the_feature_models():
+    import json
+
+    from prefpred.models.lgbm import LightGBMModel
+    from prefpred.models.tfidf import TfidfModel
+    from prefpred.stack import LGBMStacker
+
+    for obj in (LGBMStacker(num_leaves=5, seed=3), LightGBMModel(num_leaves=9, seed=4),
+                TfidfModel(word_ngram=(1, 3), C=0.5)):
+        params = obj.get_params()
+        json.dumps(params)
+        assert type(obj)(**params).get_params() == params
+    assert LGBMStacker(num_leaves=5).get_params()["num_leaves"] == 5
+    assert TfidfModel(word_ngram=(1, 3)).get_params()["word_ngram"] == [1, 3]

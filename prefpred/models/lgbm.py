@@ -31,6 +31,7 @@ from prefpred.features.sets import select_features
 from prefpred.io import atomic_path, write_json_atomic, write_text_atomic
 from prefpred.labels import N_CLASSES
 from prefpred.models.base import swap_averaged_logits
+from prefpred.registry import constructor_params
 
 
 def inner_split(table: PreferenceTable, fraction: float, seed: int
@@ -125,8 +126,7 @@ class LightGBMModel:
 
     # ------------------------------------------------------------------ protocol
     def get_params(self) -> dict[str, Any]:
-        names = self.__init__.__code__.co_varnames[1:self.__init__.__code__.co_argcount]
-        return {name: getattr(self, name) for name in names}
+        return constructor_params(self)
 
     def set_work_dir(self, path: Path) -> None:
         self.work_dir = Path(path)

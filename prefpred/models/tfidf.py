@@ -17,6 +17,7 @@ import polars as pl
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import N_CLASSES
 from prefpred.models.base import swap_averaged_logits
+from prefpred.registry import constructor_params
 
 
 class TfidfModel:
@@ -55,9 +56,7 @@ class TfidfModel:
         self.clf_ = None
 
     def get_params(self) -> dict[str, Any]:
-        names = self.__init__.__code__.co_varnames[1:self.__init__.__code__.co_argcount]
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v)
-                for name in names}
+        return constructor_params(self)
 
     def _texts(self, table: PreferenceTable, column: str) -> list[str]:
         return (table.df.select(pl.col(column).list.join("\n\n").str.slice(0, self.max_chars))
