@@ -36,24 +36,16 @@ def _load(path: str, rows: int | None):
     return table if rows is None or rows >= len(table) else table.take(np.arange(rows))
 
 
-def run_polars(path: str, rows: int | None) -> dict:
-    from prefpred.features import compute_features
+def run_child(which: str, path: str, rows: int | None) -> dict:
+    """Time one implementation ("polars" or "reference") on the table, in this process."""
+    if which == "polars":
+        from prefpred.features import compute_features as features
+    else:
+        from prefpred.features.reference import reference_features as features
 
     table = _load(path, rows)
     t0, c0 = time.perf_counter(), time.process_time()
-    feats = compute_features(table)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert feats.height == len(table)
-    return {"rows": len(table), "seconds": seconds, "cpu": cpu, "peak_mib": peak_rss_mib(),
-            "columns": feats.width}
-
-
-def run_reference(path: str, rows: int | None) -> dict:
-    from prefpred.features.reference import reference_features
-
-    table = _load(path, rows)
-    t0, c0 = time.perf_counter(), time.process_time()
-    feats = reference_features(table)
+    feats = features(table)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert feats.height == len(table)
     return {"rows": len(table), "seconds": seconds, "cpu": cpu, "peak_mib": peak_rss_mib(),
@@ -91,8 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         which, path, rows = args.child
-        fn = run_polars if which == "polars" else run_reference
-        print(json.dumps(fn(path, int(rows) or None)))
+        print(json.dumps(run_child(which, path, int(rows) or None)))
         return
     path = build_file(args.rows)
     check_same_features(path)
