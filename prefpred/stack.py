@@ -238,6 +238,15 @@ class Stacker:
         if self.models_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
 
+    def _design(self, logits: Mapping[str, np.ndarray],
+                features: np.ndarray | pl.DataFrame | None, n_columns: int) -> np.ndarray:
+        """The design matrix of new rows, checked against the ``n_columns`` it was fitted on."""
+        x = design_matrix(logits, self.models_, self._feature_values(features))
+        if x.shape[1] != n_columns:
+            raise ConfigError(f"the stacker was fitted on {n_columns} columns, got "
+                              f"{x.shape[1]} (features {self.feature_names_})")
+        return x
+
     def _state(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -445,10 +454,7 @@ class LogisticStacker(Stacker):
 
     def predict_logits(self, logits, features=None):
         self._check_fitted()
-        x = design_matrix(logits, self.models_, self._feature_values(features))
-        if x.shape[1] != len(self.mean_):
-            raise ConfigError(f"the stacker was fitted on {len(self.mean_)} columns, got "
-                              f"{x.shape[1]} (features {self.feature_names_})")
+        x = self._design(logits, features, len(self.mean_))
         return log_softmax((x - self.mean_) / self.scale_ @ self.coef_.T + self.intercept_)
 
     def _state(self):
@@ -523,7 +529,7 @@ class LGBMStacker(Stacker):
 
     def predict_logits(self, logits, features=None):
         self._check_fitted()
-        x = design_matrix(logits, self.models_, self._feature_values(features))
+        x = self._design(logits, features, self.booster_.num_feature())
         return log_softmax(self.booster_.predict(x, raw_score=True))
 
     def feature_importance(self) -> dict[str, float]:

@@ -142,6 +142,9 @@ def test_stackers_save_and_load(synthetic, name, tmp_path):
     assert np.allclose(back.predict_data(data), model.predict_data(data))
     with pytest.raises(ConfigError, match="missing"):
         back.predict_logits({"good": data.logits["good"]})
+    if back.uses_features:  # fitted without features: extra columns are refused in one line
+        with pytest.raises(ConfigError, match="fitted on 9 columns, got 11"):
+            back.predict_logits(data.logits, np.zeros((len(data.y), 2)))
 
 
 class LengthLogit:
