@@ -32,8 +32,8 @@ from _results import WORK, append_result, peak_rss_mib  # noqa: E402
 
 
 def cv_run(table, model: str, params: dict, folds: list[int] | None, run_dir: Path) -> dict:
-    from prefpred.cv import run_cv
     from prefpred.models.base import build_model
+    from prefpred.stages import run_cv
 
     t0 = time.perf_counter()
     res = run_cv(table, lambda: build_model(model, params), name=model, n_folds=5, seed=42,
@@ -45,12 +45,12 @@ def cv_run(table, model: str, params: dict, folds: list[int] | None, run_dir: Pa
 
 
 def run_config(spec: str, table, stamp: str) -> list[list]:
-    from prefpred.models.backbone.config import load_run_config
+    from prefpred.models.backbone.config import load_backbone_config
     from prefpred.models.base import model_names
 
     preset, _, which = spec.partition(":")
     folds = None if which in ("", "all") else [int(k) for k in which.split(",")]
-    params = {**load_run_config(preset), "progress": True}
+    params = {**load_backbone_config(preset), "progress": True}
     run_dir = WORK / "backbone_cpu" / stamp / preset
     backbone = cv_run(table, "backbone", params, folds, run_dir)
     fold_txt = "all 5" if folds is None else ",".join(map(str, folds))
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args(argv)
-    from prefpred.config import load_competition
+    from prefpred.competitions import load_competition
 
     table = load_competition("shared-all").load_train()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -88,7 +88,7 @@ def forward_flops(cfg, n_params_nonembed: int, lengths: np.ndarray) -> float:
 def real_length_mix(max_length: int, pairs: int, seed: int = 0):
     """Rendered sequences of real LMSYS pairs and their swaps (SmolLM2 tokenizer, backbone
     template, turn-aware truncation). Returns token id sequences and the full-set mean length."""
-    from prefpred.data.adapters import load_table
+    from prefpred.data.formats import load_table
     from prefpred.models.backbone.batching import Sequences
     from prefpred.models.backbone.config import resolve_backbone
     from prefpred.models.backbone.network import load_tokenizer

@@ -32,7 +32,7 @@ def model_specs(tuned: str | None) -> dict[str, tuple[str, dict]]:
         "tfidf": ("tfidf", {}),
     }
     if tuned:
-        from prefpred.workflow import load_params
+        from prefpred.params import load_params
 
         specs[f"lgbm-tuned ({tuned})"] = ("lgbm", load_params(tuned))
     return specs
@@ -46,9 +46,9 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
-    from prefpred.config import load_competition
-    from prefpred.cv import run_cv
+    from prefpred.competitions import load_competition
     from prefpred.models.base import build_model
+    from prefpred.stages import run_cv
 
     comp = load_competition("shared-all")
     table = comp.load_train()

@@ -30,7 +30,7 @@ from bench_load import KAGGLE_ROWS, build_file  # noqa: E402
 def _load(path: str, rows: int | None):
     import numpy as np
 
-    from prefpred.data.adapters import load_table
+    from prefpred.data.formats import load_table
 
     table = load_table(path)
     return table if rows is None or rows >= len(table) else table.take(np.arange(rows))

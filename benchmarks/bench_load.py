@@ -49,7 +49,7 @@ def build_file(rows: int, variant: str = "clean") -> Path:
 
 
 def run_prefpred(path: str) -> dict:
-    from prefpred.data.adapters import load_table
+    from prefpred.data.formats import load_table
 
     t0 = time.perf_counter()
     table = load_table(path)

@@ -31,10 +31,11 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append_result  # noqa: E402
 
-from prefpred.config import load_competition  # noqa: E402
+from prefpred.competitions import load_competition  # noqa: E402
 from prefpred.data.folds import assign_folds  # noqa: E402
 from prefpred.labels import TIE, A  # noqa: E402
-from prefpred.metrics import score, score_by, softmax  # noqa: E402
+from prefpred.metrics import score, score_by  # noqa: E402
+from prefpred.probabilities import softmax  # noqa: E402
 from prefpred.rewards.models import oof_tie_scores  # noqa: E402
 
 SIDES = ("response_a", "response_b")
@@ -72,9 +73,10 @@ def feature_bt_rewards(table, folds: np.ndarray, C: float = 1.0
 def oof_margin(table, path: Path, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The feature model's own margin, logit_A - logit_B of its out-of-fold logits (read from a
     `prefpred cv` run folder made with the same folds), as a (reward_a, reward_b) pair."""
-    from prefpred.calibration import oof_arrays
+    from prefpred.oof import join_oof
 
-    arrays = oof_arrays(path / "oof.parquet")
+    arrays = join_oof({"lgbm": path})
+    arrays.logits = arrays.logits["lgbm"]
     by_id = dict(zip(arrays.ids, range(len(arrays.ids)), strict=True))
     rows = np.array([by_id[i] for i in table.ids])
     if not (arrays.folds[rows] == folds).all():

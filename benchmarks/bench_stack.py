@@ -24,10 +24,12 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append_result  # noqa: E402
 
-from prefpred.calibration import pair_lengths, plot_reliability  # noqa: E402
-from prefpred.config import load_competition  # noqa: E402
-from prefpred.metrics import softmax  # noqa: E402
-from prefpred.stack import evaluate_stack, length_features, load_stack_data  # noqa: E402
+from prefpred.competitions import load_competition  # noqa: E402
+from prefpred.features.lengths import length_features, pair_lengths  # noqa: E402
+from prefpred.oof import align_by_id, join_oof  # noqa: E402
+from prefpred.probabilities import softmax  # noqa: E402
+from prefpred.report import write_reliability_png  # noqa: E402
+from prefpred.stack import evaluate  # noqa: E402
 
 
 def main() -> None:
@@ -47,13 +49,12 @@ def main() -> None:
 
     table = load_competition(args.competition).load_train()
     features = length_features(table) if args.features else None
-    data = load_stack_data({m: args.run_dir / m for m in args.models}, features=features)
-    lengths_by_id = pl.DataFrame({"id": table.ids, "n": pair_lengths(table)})
-    lengths = (pl.DataFrame({"id": data.ids}).join(lengths_by_id, on="id", how="left",
-                                                   maintain_order="left")["n"].to_numpy())
+    data = join_oof({m: args.run_dir / m for m in args.models}, features=features)
+    lengths = align_by_id(pl.DataFrame({"id": table.ids, "n": pair_lengths(table)}), data.ids,
+                          missing="has no training row")["n"].to_numpy()
     t0 = time.perf_counter()
-    report = evaluate_stack(data, stackers=args.stackers, calibrations=args.calibrations,
-                            lengths=lengths)
+    report = evaluate(data, stackers=args.stackers, calibrations=args.calibrations,
+                      lengths=lengths)
     seconds = time.perf_counter() - t0
     scores = report.scores
     sources = sorted(set(data.sources.tolist()))
@@ -82,7 +83,8 @@ def main() -> None:
             forecasts[f"{best['model']} + {best['calibration']}"] = softmax(
                 calibrate_out_of_fold(logits, data.y, data.folds, best["calibration"],
                                       lengths=lengths))
-        plot_reliability(data.y, forecasts, args.plot, title=f"{args.competition}: out of fold")
+        write_reliability_png(args.plot, data.y, forecasts,
+                              title=f"{args.competition}: out of fold")
         print(f"wrote {args.plot}")
     if not args.no_record:
         append_result(

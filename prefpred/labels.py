@@ -1,4 +1,8 @@
-"""The one class order used everywhere, and label parsing."""
+"""The one class order used everywhere, and every name derived from it.
+
+Nothing else in the package spells a class name: logit columns, Kaggle's one-hot columns, the
+label vocabulary of the readers and the swap permutation all come from :data:`CLASSES`.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +12,35 @@ import numpy as np
 
 #: Class order of every logit, probability and label index in prefpred.
 CLASSES: Final[tuple[str, str, str]] = ("A", "B", "TIE")
-N_CLASSES: Final[int] = 3
-A, B, TIE = 0, 1, 2
+N_CLASSES: Final[int] = len(CLASSES)
+A, B, TIE = (CLASSES.index(c) for c in ("A", "B", "TIE"))
 #: Names of the logit columns in out-of-fold and prediction frames, in class order.
 LOGIT_COLUMNS: Final[list[str]] = [f"logit_{c}" for c in CLASSES]
+#: Kaggle's one-hot label / submission columns (LMSYS arena), in class order.
+KAGGLE_COLUMNS: Final[tuple[str, ...]] = tuple(
+    "winner_tie" if i == TIE else f"winner_model_{c.lower()}" for i, c in enumerate(CLASSES))
 #: Column permutation that maps a pair's classes onto its swapped pair's classes.
 SWAP_PERMUTATION: Final[tuple[int, int, int]] = (B, A, TIE)
 
-_LABEL_WORDS: Final[dict[str, int]] = {
-    "a": A,
-    "model_a": A,
-    "winner_model_a": A,
-    "b": B,
-    "model_b": B,
-    "winner_model_b": B,
-    "tie": TIE,
-    "winner_tie": TIE,
+#: The default label vocabulary of the readers: lower-case word -> class index. A file's own
+#: words (a competition TOML's ``label_map``, a source's quirks) extend or replace it.
+LABEL_WORDS: Final[dict[str, int]] = {
+    **{c.lower(): i for i, c in enumerate(CLASSES)},
+    **{str(i): i for i in range(N_CLASSES)},
+    **{f"model_{c.lower()}": i for i, c in enumerate(CLASSES) if i != TIE},
+    **{col: i for i, col in enumerate(KAGGLE_COLUMNS)},
     "draw": TIE,
 }
 
 
-def parse_label(value: object) -> int:
-    """Map ``A``/``B``/``tie`` (any case), ``model_a``/``model_b`` or ``0``/``1``/``2`` to an index.
-
-    Raises ``ValueError`` with a short reason; adapters turn it into a located ``DataError``.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"label {value!r} is not A/B/TIE or 0/1/2")
-    if isinstance(value, (int, np.integer)):
-        if int(value) in (A, B, TIE):
-            return int(value)
-        raise ValueError(f"label {value!r} is not 0, 1 or 2")
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
-            raise ValueError("label is missing (NaN)")
-        if float(value).is_integer() and int(value) in (A, B, TIE):
-            return int(value)
-        raise ValueError(f"label {value!r} is not 0, 1 or 2")
-    if isinstance(value, str):
-        key = value.strip().lower()
-        if key in _LABEL_WORDS:
-            return _LABEL_WORDS[key]
-        if key in ("0", "1", "2"):
-            return int(key)
-        raise ValueError(f"label {value!r} is not A, B, tie (or 0, 1, 2)")
-    raise ValueError(f"label {value!r} is missing or of an unknown type")
+def class_index(value: object) -> int:
+    """A class given by index (0-2) or by name (any case) as its index; ``ValueError`` else."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+            and 0 <= int(value) < N_CLASSES:
+        return int(value)
+    if isinstance(value, str) and value.strip().upper() in CLASSES:
+        return CLASSES.index(value.strip().upper())
+    raise ValueError(f"{value!r} is not a class of {list(CLASSES)} (or its index)")
 
 
 def swap_class_columns(values: np.ndarray) -> np.ndarray:
@@ -63,21 +51,12 @@ def swap_class_columns(values: np.ndarray) -> np.ndarray:
     return values[..., list(SWAP_PERMUTATION)]
 
 
-def swap_label_indices(labels: np.ndarray) -> np.ndarray:
-    """Swap label indices A<->B (TIE stays); negative values (unlabelled) stay."""
-    labels = np.asarray(labels)
-    out = labels.copy()
-    out[labels == A] = B
-    out[labels == B] = A
-    return out
-
-
 def check_labels_and_weights(y: object, sample_weight: object, n: int
                              ) -> tuple[np.ndarray | None, np.ndarray]:
     """Validate optional class-index labels and optional sample weights for ``n`` rows.
 
     Returns ``(labels or None, weights)``; weights default to ones. Raises ``ValueError`` for a
-    wrong length, an index outside 0 (A), 1 (B), 2 (TIE), or a negative / non-finite weight.
+    wrong length, an index outside the classes, or a negative / non-finite weight.
     """
     labels = None
     if y is not None:
@@ -85,7 +64,9 @@ def check_labels_and_weights(y: object, sample_weight: object, n: int
         if labels.shape != (n,):
             raise ValueError(f"{labels.shape[0] if labels.ndim else 0} labels for {n} rows")
         if ((labels < 0) | (labels >= N_CLASSES)).any():
-            raise ValueError("labels must be class indices 0 (A), 1 (B) or 2 (TIE)")
+            names = [f"{i} ({c})" for i, c in enumerate(CLASSES)]
+            raise ValueError(f"labels must be class indices {', '.join(names[:-1])} or "
+                             f"{names[-1]}")
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if w.shape != (n,) or (w < 0).any() or not np.isfinite(w).all():
         raise ValueError(f"sample_weight must be {n} finite non-negative numbers")

@@ -11,12 +11,8 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from prefpred.labels import CLASSES, N_CLASSES
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+#: The per-class ECE columns of a scores frame (beside the mean, ``ece``).
+ECE_CLASS_COLUMNS = [f"ece_{name}" for name in CLASSES]
 
 
 def log_loss(y: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
@@ -69,8 +65,8 @@ def score(y: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = N
         "brier": brier(y, proba, sample_weight),
         "ece": float(ece.mean()),
     }
-    for name, value in zip(CLASSES, ece, strict=True):
-        out[f"ece_{name}"] = float(value)
+    for column, value in zip(ECE_CLASS_COLUMNS, ece, strict=True):
+        out[column] = float(value)
     return out
 
 

@@ -1,4 +1,5 @@
-"""The HTML report of a ``prefpred run``: one self-contained file (figures embedded as PNG)."""
+"""The HTML report of a ``prefpred run``: one self-contained file (figures embedded as PNG),
+and the reliability diagrams that ``prefpred calibrate`` and ``prefpred stack`` also write."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from prefpred.io import write_text_atomic
-from prefpred.labels import CLASSES
-from prefpred.metrics import log_loss, softmax
+from prefpred.io import atomic_path, write_text_atomic
+from prefpred.labels import CLASSES, N_CLASSES
+from prefpred.metrics import ece_per_class, log_loss
+from prefpred.probabilities import softmax
 
 METRIC_COLUMNS = ("rows", "log_loss", "accuracy", "brier", "ece")
 
@@ -57,7 +59,7 @@ def html_table(frame: pl.DataFrame, *, highlight: pl.Series | None = None,
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return _img(buf.getvalue())
 
 
 def _figure(width: float = 7.0, height: float = 3.6):
@@ -69,15 +71,89 @@ def _figure(width: float = 7.0, height: float = 3.6):
     return fig
 
 
+def reliability_curve(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> pl.DataFrame:
+    """Per class and equal-width bin of the forecast: rows, mean forecast, observed frequency.
+
+    The bins are those of :func:`prefpred.metrics.ece_per_class`: a class's ECE is the
+    row-weighted mean of ``|mean_proba - frequency|`` over its bins.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    rows = []
+    for k, name in enumerate(CLASSES):
+        p = proba[:, k]
+        bins = np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
+        count = np.bincount(bins, minlength=n_bins)
+        sum_p = np.bincount(bins, weights=p, minlength=n_bins)
+        hits = np.bincount(bins, weights=(y == k).astype(np.float64), minlength=n_bins)
+        for b in np.flatnonzero(count):
+            rows.append({"class": name, "bin": int(b), "lower": float(edges[b]),
+                         "upper": float(edges[b + 1]), "rows": int(count[b]),
+                         "mean_proba": float(sum_p[b] / count[b]),
+                         "frequency": float(hits[b] / count[b])})
+    return pl.DataFrame(rows, schema={"class": pl.String, "bin": pl.Int64, "lower": pl.Float64,
+                                      "upper": pl.Float64, "rows": pl.Int64,
+                                      "mean_proba": pl.Float64, "frequency": pl.Float64})
+
+
+def reliability_png(y: np.ndarray, forecasts: Mapping[str, np.ndarray] | np.ndarray, *,
+                    title: str | None = None, n_bins: int = 15) -> bytes:
+    """Reliability diagrams (one panel per class, one curve per forecast) as PNG bytes.
+
+    ``forecasts`` maps a label (e.g. ``"uncalibrated"``, ``"temperature"``) to probabilities
+    (n, 3). The legend gives each curve's ECE (15 bins); bars under each panel show how many
+    rows fall in each bin. Drawn with matplotlib's Agg canvas (no display needed).
+    """
+    if not isinstance(forecasts, Mapping):
+        forecasts = {"forecast": forecasts}
+    fig = _figure(4.2 * N_CLASSES, 5.2)
+    grid = fig.add_gridspec(2, N_CLASSES, height_ratios=(3.2, 1), hspace=0.08)
+    for k, name in enumerate(CLASSES):
+        ax = fig.add_subplot(grid[0, k])
+        hist = fig.add_subplot(grid[1, k], sharex=ax)
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        for i, (label, proba) in enumerate(forecasts.items()):
+            proba = np.asarray(proba, dtype=np.float64)
+            curve = reliability_curve(y, proba, n_bins).filter(pl.col("class") == name)
+            ece = ece_per_class(y, proba, n_bins)[k]
+            color = f"C{i}"
+            ax.plot(curve["mean_proba"], curve["frequency"], marker="o", ms=3, color=color,
+                    label=f"{label} (ECE {ece:.3f})")
+            width = 1.0 / n_bins
+            hist.bar(curve["lower"] + width * (i + 0.5) / len(forecasts), curve["rows"],
+                     width=width / len(forecasts), color=color, alpha=0.7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"P({name})")
+        ax.tick_params(labelbottom=False)
+        ax.legend(fontsize=7, loc="upper left")
+        hist.set_xlabel("forecast probability")
+        if k == 0:
+            ax.set_ylabel("observed frequency")
+            hist.set_ylabel("rows")
+    if title:
+        fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_reliability_png(path: str | Path, y: np.ndarray,
+                          forecasts: Mapping[str, np.ndarray] | np.ndarray, *,
+                          title: str | None = None) -> Path:
+    """:func:`reliability_png` written to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(reliability_png(y, forecasts, title=title))
+    return Path(path)
+
+
+def _img(png: bytes, alt: str = "figure") -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
 def reliability_img(y: np.ndarray, forecasts: Mapping[str, np.ndarray], title: str) -> str:
-    import tempfile
-
-    from prefpred.calibration import plot_reliability
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot_reliability(y, forecasts, Path(tmp) / "r.png", title=title)
-        data = path.read_bytes()
-    return f'<img alt="reliability" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return _img(reliability_png(y, forecasts, title=title), "reliability")
 
 
 def loss_by_length(y: np.ndarray, lengths: np.ndarray, forecasts: Mapping[str, np.ndarray],
@@ -182,14 +258,20 @@ def write_report(
     holdout_scores: pl.DataFrame | None,
     submission: Path,
     timings: Mapping[str, float],
+    started: float | None = None,
     calibrator=None,
     stacker=None,
     work_dirs: Mapping[str, Path] | None = None,
 ) -> Path:
-    """Write the run report (see :mod:`prefpred.pipeline`)."""
+    """Write the run report (see :mod:`prefpred.run`). ``timings`` are the stages so far; the
+    report adds its own time and, given the run's ``started`` (``time.perf_counter()``), the
+    total."""
+    import time
+
     from prefpred import __version__
     from prefpred.io import git_commit
 
+    t0 = time.perf_counter()
     y = data.y
     final_proba = softmax(final_oof_calibrated)
     overall = scores.filter(pl.col("group") == "ALL").select(
@@ -273,6 +355,9 @@ def write_report(
         parts.append(_section("Fitted calibrator and stacker",
                               f"<pre>{html.escape(json.dumps(params, indent=1, default=str))}</pre>"))
 
+    timings = {**timings, "report": time.perf_counter() - t0}
+    if started is not None:
+        timings["total"] = time.perf_counter() - started
     timing = pl.DataFrame({"stage": list(timings), "seconds": [float(v) for v in timings.values()]})
     parts.append(_section("Timings", html_table(timing, left=("stage",))))
     if config.file is not None and Path(config.file).exists():

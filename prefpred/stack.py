@@ -1,9 +1,9 @@
 """Stacking and blending over the out-of-fold logits of several base models, then calibration.
 
-Inputs are the ``oof.parquet`` frames that :func:`prefpred.cv.run_cv` writes (id, source, fold,
-label, logit_A, logit_B, logit_TIE), joined by id; all must come from the same CV folds, so a
-row's base-model logits were all predicted by models that never saw it. Optional extra features
-(any numeric columns keyed by id, e.g. :func:`length_features`) can be given to the stackers.
+Inputs are base models' out-of-fold logits joined by id (:func:`prefpred.oof.join_oof`); all
+must come from the same CV folds, so a row's base-model logits were all predicted by models that
+never saw it. Optional extra features (any numeric columns keyed by id, e.g.
+:func:`prefpred.features.lengths.length_features`) can be given to the stackers.
 
 - :class:`WeightBlend`: ``sum_m w_m * log_softmax(logits_m)`` with non-negative weights fitted on
   the out-of-fold log loss (a log-linear pool; the sum of the weights acts as an inverse
@@ -15,14 +15,16 @@ row's base-model logits were all predicted by models that never saw it. Optional
 
 Nested cross-validation: :func:`stack_out_of_fold` fits the stacker (including its inner
 hyper-parameter search over the remaining folds) on all folds but one and predicts that one, so
-the stack's own score is out of fold; :func:`evaluate_stack` adds out-of-fold calibration on top
-(:func:`prefpred.calibration.calibrate_out_of_fold`) and scores everything per source.
+the stack's own score is out of fold; :func:`evaluate` scores every base model, blend and stack,
+each raw and with out-of-fold calibration on top (:func:`prefpred.calibration.calibrate_out_of_fold`),
+per source. Stackers are saved and loaded through :class:`prefpred.saved.SavedEstimator`; a
+stack's output is named by :func:`stack_label`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,154 +32,31 @@ import numpy as np
 import polars as pl
 from scipy.optimize import minimize
 
-from prefpred.calibration import LOGIT_COLUMNS, calibrate_out_of_fold, check_oof_frame
-from prefpred.data.table import PreferenceTable
+from prefpred.calibration import calibrate_out_of_fold
+from prefpred.data.folds import iter_folds, out_of_fold
 from prefpred.errors import ConfigError, DataError
-from prefpred.io import write_json_atomic
-from prefpred.labels import N_CLASSES
-from prefpred.metrics import score_by, softmax
-from prefpred.models.base import log_softmax
-from prefpred.registry import constructor_params, instantiate, read_artifact
+from prefpred.labels import CLASSES, N_CLASSES
+from prefpred.metrics import score_by
+from prefpred.oof import OOFData
+from prefpred.probabilities import log_softmax, softmax
+from prefpred.saved import SavedEstimator, Spec
 
-FORMAT_VERSION = 1
-
-
-# --------------------------------------------------------------------------- inputs
-@dataclass
-class StackData:
-    """Base-model out-of-fold logits joined by id, with labels, folds and optional features."""
-
-    ids: list[str]
-    y: np.ndarray
-    folds: np.ndarray
-    sources: np.ndarray
-    logits: dict[str, np.ndarray]  # base model name -> (n, 3), same row order as ids
-    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    feature_names: list[str] = field(default_factory=list)
-    sample_weight: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.features.size == 0:
-            self.features = np.zeros((len(self.ids), 0))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def models(self) -> list[str]:
-        return list(self.logits)
-
-    def take(self, mask: np.ndarray) -> StackData:
-        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
-        return StackData(
-            ids=[self.ids[i] for i in idx], y=self.y[idx], folds=self.folds[idx],
-            sources=self.sources[idx], logits={k: v[idx] for k, v in self.logits.items()},
-            features=self.features[idx], feature_names=list(self.feature_names),
-            sample_weight=None if self.sample_weight is None else self.sample_weight[idx])
+BLEND = "blend"
 
 
-def _read_frame(value: str | Path | pl.DataFrame) -> tuple[pl.DataFrame, Path | None]:
-    if isinstance(value, pl.DataFrame):
-        return value, None
-    path = Path(value)
-    if path.is_dir():
-        path = path / "oof.parquet"
-    if not path.exists():
-        raise DataError("out-of-fold file not found", file=path,
-                        fix="run `prefpred cv` for that model first")
-    return pl.read_parquet(path), path
+def stack_label(stacker: str) -> str:
+    """The name a stacker's output goes by among base models: ``blend`` or ``stack:NAME``."""
+    return BLEND if stacker == BLEND else f"stack:{stacker}"
 
 
-def load_stack_data(
-    oofs: Mapping[str, str | Path | pl.DataFrame],
-    features: pl.DataFrame | None = None,
-    feature_columns: Sequence[str] | None = None,
-    sample_weight: np.ndarray | None = None,
-) -> StackData:
-    """Join the out-of-fold frames of several base models (name -> frame, file or run folder).
-
-    The first model's rows set the order. Every model must cover the same ids with the same
-    labels and the same fold ids; ``features`` (a frame with ``id``) must cover them too.
-    """
-    if not oofs:
-        raise ConfigError("stacking needs at least one base model's out-of-fold logits")
-    names = list(oofs)
-    base, base_file = _read_frame(oofs[names[0]])
-    base = base.with_columns(pl.col("id").cast(pl.String))
-    frames = {}
-    for name in names:
-        frame, file = _read_frame(oofs[name]) if name != names[0] else (base, base_file)
-        frame = check_oof_frame(frame, file, f"the out-of-fold logits of {name!r}")
-        frames[name] = (frame, file)
-    ids = base["id"]
-    joined = base.select("id", *(["source"] if "source" in base.columns else []), "fold", "label")
-    logits = {}
-    for name, (frame, file) in frames.items():
-        renamed = frame.select(
-            "id", pl.col("fold").alias("__fold"), pl.col("label").alias("__label"),
-            *[pl.col(c).alias(f"__{c}") for c in LOGIT_COLUMNS])
-        merged = joined.join(renamed, on="id", how="left", maintain_order="left")
-        absent = merged["__fold"].is_null()
-        if absent.any():
-            raise DataError(f"id {ids[int(absent.arg_true()[0])]!r} of {names[0]!r} has no "
-                            f"out-of-fold logits in {name!r}", file=file, column="id")
-        if frame.height != base.height:
-            extra = frame.filter(~pl.col("id").is_in(ids.implode()))["id"]
-            raise DataError(f"id {extra[0]!r} is not among the ids of {names[0]!r}", file=file,
-                            column="id")
-        for col, what in (("fold", "fold ids (all base models must share the CV folds)"),
-                          ("label", "labels")):
-            differ = merged[col] != merged[f"__{col}"]
-            if differ.any():
-                i = int(differ.arg_true()[0])
-                raise DataError(f"id {ids[i]!r}: {what} differ from {names[0]!r}'s "
-                                f"({merged[f'__{col}'][i]} vs {merged[col][i]})", file=file,
-                                column=col)
-        logits[name] = merged.select([f"__{c}" for c in LOGIT_COLUMNS]).to_numpy().astype(float)
-    x = np.zeros((base.height, 0))
-    names_x: list[str] = []
-    if features is not None:
-        if "id" not in features.columns:
-            raise DataError("the feature frame has no 'id' column", column="id")
-        cols = list(feature_columns or [c for c in features.columns if c != "id"])
-        missing = [c for c in cols if c not in features.columns]
-        if missing:
-            raise DataError(f"feature column(s) {missing} not found", column=missing[0])
-        feat = joined.select("id").join(
-            features.with_columns(pl.col("id").cast(pl.String)).select("id", *cols),
-            on="id", how="left", maintain_order="left")
-        for c in cols:
-            s = feat[c].cast(pl.Float64, strict=False)
-            bad = s.is_null() | ~s.is_finite()
-            if bad.any():
-                i = int(bad.arg_true()[0])
-                raise DataError(f"feature missing or not a finite number for id {ids[i]!r}",
-                                row=i + 1, column=c)
-        x = feat.select([pl.col(c).cast(pl.Float64) for c in cols]).to_numpy()
-        names_x = cols
-    sources = (joined["source"].to_numpy() if "source" in joined.columns
-               else np.full(base.height, "all", dtype=object))
-    return StackData(ids=ids.to_list(), y=joined["label"].to_numpy().astype(np.int64),
-                     folds=joined["fold"].to_numpy().astype(np.int64), sources=sources,
-                     logits=logits, features=x, feature_names=names_x,
-                     sample_weight=sample_weight)
+def stacker_of(label: str) -> str | None:
+    """The stacker behind a :func:`stack_label` (None for a base model's label)."""
+    if label == BLEND:
+        return BLEND
+    return label.split(":", 1)[1] if label.startswith("stack:") else None
 
 
-def length_features(table: PreferenceTable) -> pl.DataFrame:
-    """A few cheap pair features for a stacker: log lengths and their difference, turns."""
-    def chars(col: str) -> pl.Expr:
-        return pl.col(col).list.join("").str.len_chars().cast(pl.Float64).log1p()
-
-    return table.df.select(
-        "id",
-        chars("prompt").alias("log_len_prompt"),
-        chars("response_a").alias("log_len_a"),
-        chars("response_b").alias("log_len_b"),
-        (chars("response_a") - chars("response_b")).alias("log_len_diff"),
-        pl.col("prompt").list.len().cast(pl.Float64).alias("turns"),
-    )
-
-
+# --------------------------------------------------------------------------- stackers
 def design_matrix(logits: Mapping[str, np.ndarray], models: Sequence[str],
                   features: np.ndarray | None = None) -> np.ndarray:
     """Base log-probabilities (3 columns per model, in ``models`` order), then the features."""
@@ -190,21 +69,19 @@ def design_matrix(logits: Mapping[str, np.ndarray], models: Sequence[str],
     return np.hstack(parts)
 
 
-# --------------------------------------------------------------------------- stackers
-class Stacker:
+class Stacker(SavedEstimator):
     """``fit(logits: {model: (n, 3)}, y, features=None, sample_weight=None, folds=None)``;
     ``predict_logits(logits, features=None)``. ``folds`` (the CV fold ids of the training rows)
     drive the inner hyper-parameter search."""
 
-    name: ClassVar[str] = ""
+    kind = "stacker"
+    registry: ClassVar[dict[str, type[SavedEstimator]]] = {}
     uses_features: ClassVar[bool] = True
+    _state = {"models_": Spec("texts"), "feature_names_": Spec("texts")}
 
     def __init__(self) -> None:
         self.models_: list[str] | None = None
         self.feature_names_: list[str] = []
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
 
     def fit(self, logits: Mapping[str, np.ndarray], y: np.ndarray,
             features: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
@@ -215,8 +92,13 @@ class Stacker:
                        features: np.ndarray | pl.DataFrame | None = None) -> np.ndarray:
         """Stacked logits (n, 3) from each base model's logits on the same rows; ``features``
         as an array in the fitted column order, or a frame holding the fitted columns (e.g.
-        :func:`length_features` of the test table)."""
+        :func:`prefpred.features.lengths.length_features` of the test table)."""
         raise NotImplementedError
+
+    @property
+    def n_columns(self) -> int:
+        """Width of the design matrix: 3 log-probabilities per base model, then the features."""
+        return N_CLASSES * len(self.models_) + len(self.feature_names_)
 
     def _feature_values(self, features: np.ndarray | pl.DataFrame | None) -> np.ndarray | None:
         """Features as fitted: a frame is reduced to the fitted feature columns, in order."""
@@ -227,41 +109,22 @@ class Stacker:
             return features.select(self.feature_names_).to_numpy().astype(np.float64)
         return features
 
-    def fit_data(self, data: StackData) -> Stacker:
+    def fit_data(self, data: OOFData) -> Stacker:
         return self.fit(data.logits, data.y, data.features, data.sample_weight, data.folds,
                         data.feature_names)
 
-    def predict_data(self, data: StackData) -> np.ndarray:
+    def predict_data(self, data: OOFData) -> np.ndarray:
         return self.predict_logits(data.logits, data.features)
 
-    def _check_fitted(self) -> None:
-        if self.models_ is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted")
-
     def _design(self, logits: Mapping[str, np.ndarray],
-                features: np.ndarray | pl.DataFrame | None, n_columns: int) -> np.ndarray:
-        """The design matrix of new rows, checked against the ``n_columns`` it was fitted on."""
+                features: np.ndarray | pl.DataFrame | None) -> np.ndarray:
+        """The design matrix of new rows, checked against the columns it was fitted on."""
+        self._check_fitted()
         x = design_matrix(logits, self.models_, self._feature_values(features))
-        if x.shape[1] != n_columns:
-            raise ConfigError(f"the stacker was fitted on {n_columns} columns, got "
+        if x.shape[1] != self.n_columns:
+            raise ConfigError(f"the stacker was fitted on {self.n_columns} columns, got "
                               f"{x.shape[1]} (features {self.feature_names_})")
         return x
-
-    def _state(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        raise NotImplementedError
-
-    def to_dict(self) -> dict[str, Any]:
-        self._check_fitted()
-        return {"kind": "stacker", "format_version": FORMAT_VERSION, "stacker": self.name,
-                "params": self.get_params(), "models": self.models_,
-                "feature_names": self.feature_names_, "state": self._state()}
-
-    def save(self, path: str | Path) -> Path:
-        write_json_atomic(path, self.to_dict())
-        return Path(path)
 
 
 def _one_blas_thread():
@@ -279,8 +142,9 @@ def _weights(y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
 class WeightBlend(Stacker):
     """``sum_m w_m * log_softmax(logits_m)``, ``w_m >= 0``, fitted on the log loss (convex)."""
 
-    name = "blend"
+    name = BLEND
     uses_features = False
+    _state = {**Stacker._state, "weights_": Spec(ndim=1, low=0.0)}
 
     def __init__(self) -> None:
         super().__init__()
@@ -320,19 +184,16 @@ class WeightBlend(Stacker):
         lp = design_matrix(logits, self.models_).reshape(-1, len(self.models_), N_CLASSES)
         return log_softmax(np.einsum("m,nmk->nk", self.weights_, lp))
 
-    def _state(self):
-        return {"weights": self.weights_.tolist()}
-
-    def _load_state(self, state):
-        self.weights_ = np.asarray(state["weights"], dtype=np.float64)
+    def _check_state(self) -> None:
+        if len(self.weights_) != len(self.models_):
+            raise ValueError(f"{len(self.weights_)} weights for {len(self.models_)} models")
 
 
 def _inner_splits(folds: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    if folds is None:
+    """(train rows, held-out rows) of each fold of an inner search (none with < 2 folds)."""
+    if folds is None or len(np.unique(folds)) < 2:
         return []
-    folds = np.asarray(folds)
-    return [(folds != k, folds == k) for k in np.unique(folds)] if len(np.unique(folds)) > 1 \
-        else []
+    return [(train, held) for _, train, held in iter_folds(folds)]
 
 
 class LogisticStacker(Stacker):
@@ -343,6 +204,9 @@ class LogisticStacker(Stacker):
     """
 
     name = "logistic"
+    _state = {**Stacker._state, "C_": Spec(low=0.0, open_low=True), "mean_": Spec(ndim=1),
+              "scale_": Spec(ndim=1, low=0.0, open_low=True), "coef_": Spec(ndim=2),
+              "intercept_": Spec(ndim=1)}
 
     def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> None:
         super().__init__()
@@ -352,9 +216,6 @@ class LogisticStacker(Stacker):
         self.scale_: np.ndarray | None = None
         self.coef_: np.ndarray | None = None
         self.intercept_: np.ndarray | None = None
-
-    def get_params(self) -> dict[str, Any]:
-        return {"Cs": self.Cs}
 
     @staticmethod
     def _fit_lr(x: np.ndarray, y: np.ndarray, w: np.ndarray, C: float,
@@ -444,7 +305,7 @@ class LogisticStacker(Stacker):
                     theta = self._fit_lr(xs[tr], y[tr], w[tr], self.Cs[i], theta)
                     coef, icpt = self._split(theta, p)
                     pred = log_softmax(xs[te] @ coef.T + icpt)
-                    losses[i] -= (w[te] * pred[np.arange(te.sum()), y[te]]).sum()
+                    losses[i] -= (w[te] * pred[np.arange(len(te)), y[te]]).sum()
             C = self.Cs[int(np.argmin(losses))]
         self.C_ = C
         self.coef_, self.intercept_ = self._split(self._fit_lr(xs, y, w, C), p)
@@ -453,18 +314,16 @@ class LogisticStacker(Stacker):
         return self
 
     def predict_logits(self, logits, features=None):
-        self._check_fitted()
-        x = self._design(logits, features, len(self.mean_))
+        x = self._design(logits, features)
         return log_softmax((x - self.mean_) / self.scale_ @ self.coef_.T + self.intercept_)
 
-    def _state(self):
-        return {k: np.asarray(getattr(self, f"{k}_")).tolist()
-                for k in ("C", "mean", "scale", "coef", "intercept")}
-
-    def _load_state(self, state):
-        self.C_ = float(state["C"])
-        for k in ("mean", "scale", "coef", "intercept"):
-            setattr(self, f"{k}_", np.asarray(state[k], dtype=np.float64))
+    def _check_state(self) -> None:
+        p = self.n_columns
+        if (self.mean_.shape, self.scale_.shape, self.coef_.shape, self.intercept_.shape) != (
+                (p,), (p,), (N_CLASSES, p), (N_CLASSES,)):
+            raise ValueError(f"mean_, scale_, coef_ and intercept_ must have shapes ({p},), "
+                             f"({p},), ({N_CLASSES}, {p}) and ({N_CLASSES},) for "
+                             f"{len(self.models_)} models and {len(self.feature_names_)} features")
 
 
 class LGBMStacker(Stacker):
@@ -475,6 +334,7 @@ class LGBMStacker(Stacker):
     """
 
     name = "lgbm"
+    _state = {**Stacker._state, "n_rounds_": Spec("integer", low=1), "booster_": Spec("text")}
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.03,
                  num_leaves: int = 7, min_child_samples: int = 50, reg_lambda: float = 1.0,
@@ -490,9 +350,6 @@ class LGBMStacker(Stacker):
         self.num_threads = num_threads
         self.booster_ = None
         self.n_rounds_: int | None = None
-
-    def get_params(self) -> dict[str, Any]:
-        return constructor_params(self)
 
     def _lgb_params(self) -> dict[str, Any]:
         return {"objective": "multiclass", "num_class": N_CLASSES,
@@ -528,99 +385,104 @@ class LGBMStacker(Stacker):
         return self
 
     def predict_logits(self, logits, features=None):
-        self._check_fitted()
-        x = self._design(logits, features, self.booster_.num_feature())
+        x = self._design(logits, features)
         return log_softmax(self.booster_.predict(x, raw_score=True))
 
     def feature_importance(self) -> dict[str, float]:
         """Total gain per input column (``<model>:logp_<class>`` and feature names)."""
         self._check_fitted()
-        names = [f"{m}:logp_{c}" for m in self.models_ for c in ("A", "B", "TIE")]
+        names = [f"{m}:logp_{c}" for m in self.models_ for c in CLASSES]
         names += self.feature_names_
         gain = self.booster_.feature_importance(importance_type="gain")
         return dict(zip(names, map(float, gain), strict=True))
 
-    def _state(self):
-        return {"n_rounds": self.n_rounds_, "booster": self.booster_.model_to_string()}
+    def _dump(self, attr: str) -> Any:
+        return self.booster_.model_to_string() if attr == "booster_" else super()._dump(attr)
 
-    def _load_state(self, state):
+    def _restore(self, attr: str, value: Any) -> None:
+        if attr != "booster_":
+            return super()._restore(attr, value)
         import lightgbm as lgb
 
-        self.n_rounds_ = int(state["n_rounds"])
-        self.booster_ = lgb.Booster(model_str=state["booster"])
+        try:
+            self.booster_ = lgb.Booster(model_str=value)
+        except Exception as err:  # noqa: BLE001 - LightGBM's own error type for a bad model
+            raise ValueError(f"booster_ is not a LightGBM model ({err})") from None
+
+    def _check_state(self) -> None:
+        if self.booster_.num_feature() != self.n_columns:
+            raise ValueError(f"the booster has {self.booster_.num_feature()} features, the "
+                             f"stacker {self.n_columns}")
+        if self.booster_.num_model_per_iteration() != N_CLASSES:
+            raise ValueError(f"the booster predicts {self.booster_.num_model_per_iteration()} "
+                             f"classes, not {N_CLASSES}")
 
 
-STACKERS: dict[str, type[Stacker]] = {c.name: c for c in (WeightBlend, LogisticStacker,
-                                                          LGBMStacker)}
+STACKERS = Stacker.registry
 
 
 def make_stacker(name: str, **params: Any) -> Stacker:
-    return instantiate(STACKERS, name, "stacker", params)
+    return Stacker.create(name, **params)
 
 
 def load_stacker(path: str | Path) -> Stacker:
-    data = read_artifact(path, "stacker", "stacker")
-    if data.get("stacker") not in STACKERS:
-        raise DataError(f"unknown stacker {data.get('stacker')!r}", file=path, column="stacker")
-    obj = make_stacker(data["stacker"], **data.get("params", {}))
-    obj._load_state(data["state"])
-    obj.models_ = list(data["models"])
-    obj.feature_names_ = list(data.get("feature_names", []))
-    return obj
+    """Read and validate a stacker written by :meth:`Stacker.save`."""
+    return Stacker.load(path)
 
 
 # --------------------------------------------------------------------------- nested CV
-def stack_out_of_fold(stacker: str | Callable[[], Stacker], data: StackData,
+def stack_out_of_fold(stacker: str | Callable[[], Stacker], data: OOFData,
                       **params: Any) -> np.ndarray:
     """Out-of-fold logits of a stacker (nested CV): for each CV fold, fit on the other folds,
     with the inner hyper-parameter search over those folds only, and predict the held-out one."""
     make = (lambda: make_stacker(stacker, **params)) if isinstance(stacker, str) else stacker
-    out = np.empty((len(data), N_CLASSES))
-    fold_ids = np.unique(data.folds)
-    if len(fold_ids) < 2:
-        raise DataError("stacking out of fold needs at least two CV folds", column="fold")
-    for k in fold_ids:
-        test = data.folds == k
-        model = make().fit_data(data.take(~test))
-        out[test] = model.predict_data(data.take(test))
-    return out
+
+    def fit_predict(_k: int, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+        return make().fit_data(data.take(train)).predict_data(data.take(held))
+
+    return out_of_fold(data.folds, fit_predict)
 
 
-def fit_stacker(stacker: str, data: StackData, **params: Any) -> Stacker:
+def fit_stacker(stacker: str, data: OOFData, **params: Any) -> Stacker:
     """The stacker fitted on all rows (inner search over all CV folds), to apply at test time."""
     return make_stacker(stacker, **params).fit_data(data)
 
 
 @dataclass
-class StackReport:
-    scores: pl.DataFrame  # name, calibration, group, rows, log_loss, accuracy, brier, ece...
-    oof_logits: dict[str, np.ndarray]  # name -> uncalibrated out-of-fold logits
+class Evaluation:
+    scores: pl.DataFrame  # model, calibration, group, rows, log_loss, accuracy, brier, ece...
+    oof_logits: dict[str, np.ndarray]  # model or stack label -> uncalibrated out-of-fold logits
 
 
-def evaluate_stack(
-    data: StackData,
+def evaluate(
+    data: OOFData,
     *,
-    stackers: Sequence[str] = ("blend", "logistic", "lgbm"),
+    stackers: Sequence[str] = (),
     calibrations: Sequence[str] = ("temperature",),
     stacker_params: Mapping[str, Mapping[str, Any]] | None = None,
     lengths: np.ndarray | None = None,
     progress: bool = True,
-) -> StackReport:
-    """Out-of-fold scores of every base model, blend and stack, each raw (``none``) and with
-    each calibration (the calibrator itself fitted out of fold), overall and per source.
+) -> Evaluation:
+    """Out-of-fold scores of every base model of ``data`` and of each stacker (nested CV), each
+    raw (``none``) and with each calibration (the calibrator itself fitted out of fold), per
+    source and overall (group ``ALL``). Rows are labelled by :func:`stack_label`.
 
-    ``temperature_by_length`` needs ``lengths`` (e.g. :func:`prefpred.calibration.pair_lengths`
-    of the table, in the row order of ``data``)."""
+    ``temperature_by_length`` needs ``lengths`` (e.g.
+    :func:`prefpred.features.lengths.pair_lengths`, in the row order of ``data``)."""
     from rich.progress import Progress
 
+    from prefpred.calibration import make_calibrator
+
+    for cal in calibrations:
+        if make_calibrator(cal).needs_lengths and lengths is None:  # unknown names raise here
+            raise ConfigError(f"the {cal} calibration needs pair lengths")
     oof: dict[str, np.ndarray] = {m: np.asarray(v, dtype=np.float64)
                                   for m, v in data.logits.items()}
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("stacking", total=len(stackers))
         for name in stackers:
             params = dict((stacker_params or {}).get(name, {}))
-            oof[f"stack:{name}" if name != "blend" else "blend"] = stack_out_of_fold(
-                name, data, **params)
+            oof[stack_label(name)] = stack_out_of_fold(name, data, **params)
             bar.advance(task)
     frames = []
     for name, logits in oof.items():
@@ -636,4 +498,4 @@ def evaluate_stack(
     scores = pl.concat(frames)
     scores = scores.select("model", "calibration",
                            *[c for c in scores.columns if c not in ("model", "calibration")])
-    return StackReport(scores=scores, oof_logits=oof)
+    return Evaluation(scores=scores, oof_logits=oof)

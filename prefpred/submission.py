@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from prefpred.config import Competition
+from prefpred.competitions import Competition
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import SubmissionError
 from prefpred.io import atomic_path, write_json_atomic

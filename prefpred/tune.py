@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from prefpred.data.folds import assign_folds, fold_split
+from prefpred.data.folds import assign_folds, out_of_fold
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DependencyError
-from prefpred.metrics import log_loss, softmax
+from prefpred.metrics import log_loss
 from prefpred.models.base import build_model, check_logits
+from prefpred.probabilities import softmax
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 
@@ -144,17 +145,16 @@ def cv_objective(table: PreferenceTable, model: str, base_params: dict[str, Any]
     import optuna
 
     y = table.labels()
-    fold_ids = sorted(set(folds.tolist()))
+    first_fold = int(np.min(folds))
 
     def objective(trial: optuna.Trial) -> float:
         params = {**base_params, **space(trial)}
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("params", params)
-        logits = np.zeros((len(table), 3))
-        for k in fold_ids:
-            train_idx, valid_idx = fold_split(folds, k)
+
+        def fit_predict(k: int, train_idx: np.ndarray, valid_idx: np.ndarray) -> np.ndarray:
             m = build_model(model, params)
-            if model == "lgbm" and k == fold_ids[0]:
+            if model == "lgbm" and k == first_fold:
                 from optuna_integration.lightgbm import LightGBMPruningCallback
 
                 m.fit(table.take(train_idx),
@@ -162,13 +162,16 @@ def cv_objective(table: PreferenceTable, model: str, base_params: dict[str, Any]
             else:
                 m.fit(table.take(train_idx))
             valid = table.take(valid_idx)
-            logits[valid_idx] = check_logits(m.predict_logits(valid), len(valid), model)
+            return check_logits(m.predict_logits(valid), len(valid), model)
+
+        def prune(k: int, logits: np.ndarray) -> None:
             if model != "lgbm":  # no library callback: prune on the running fold losses
-                done = np.isin(folds, fold_ids[:fold_ids.index(k) + 1])
+                done = ~np.isnan(logits).any(1)
                 trial.report(log_loss(y[done], softmax(logits[done])), step=k)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
-        return log_loss(y, softmax(logits))
+
+        return log_loss(y, softmax(out_of_fold(folds, fit_predict, after_fold=prune)))
 
     return objective
 

@@ -43,14 +43,14 @@ def cli(capsys):
 
 @pytest.fixture(scope="session")
 def kaggle_table():
-    from prefpred.data.adapters import load_table
+    from prefpred.data.formats import load_table
 
     return load_table(KAGGLE)
 
 
 @pytest.fixture(scope="session")
 def shared_all():
-    from prefpred.config import load_competition
+    from prefpred.competitions import load_competition
 
     return load_competition("shared-all").load_train()
 

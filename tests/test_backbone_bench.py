@@ -6,6 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backbone_gpu.py"
@@ -33,12 +34,24 @@ def test_gpu_benchmark_smoke_runs_on_cpu():
         assert math.isfinite(r["projected_25k_min"]) and r["projected_25k_min"] > 0
 
 
-def test_flop_count_of_the_real_shapes():
+@pytest.mark.parametrize("name,published", [
+    ("llama3-8b", 8.03e9),  # Meta-Llama-3-8B model card: 8.03B parameters (untied LM head)
+    ("gemma2-9b", 9.24e9),  # gemma-2-9b model card: 9.24B parameters (tied embeddings)
+])
+def test_benchmark_shapes_have_the_published_sizes(name, published):
+    """The benchmark's model shapes (built on the meta device: no memory) have the parameter
+    counts their model cards publish, so its MFU divides by the right FLOPs."""
+    from transformers import AutoModel
+
     bench = _bench()
-    cfg = bench.build_config(bench.SHAPES["llama3-8b"], smoke=False)
-    # Llama-3-8B: about 7.0e9 parameters outside the embedding matrix
-    per_layer = (4096 * 4096 * 2 + 4096 * 1024 * 2) + 3 * 4096 * 14336 + 2 * 4096
-    n = 32 * per_layer + 4096
-    flops = bench.forward_flops(cfg, n, [1000])
-    assert abs(n / 1e9 - 6.98) < 0.05
-    assert flops == 2 * n * 1000 + 2 * 32 * 4096 * 1000 ** 2
+    cfg = bench.build_config(bench.SHAPES[name], smoke=False)
+    with torch.device("meta"):
+        model = AutoModel.from_config(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight.numel()
+    total = n + (0 if getattr(cfg, "tie_word_embeddings", False) else embed)
+    assert abs(total / published - 1) < 0.005
+    # one token costs 2 FLOPs per non-embedding parameter plus its attention to itself
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    assert bench.forward_flops(cfg, n - embed, [1]) == pytest.approx(
+        2 * (n - embed) + 2 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim)

@@ -94,9 +94,10 @@ def test_config_presets_and_errors(cli, tmp_path, files):
     bad.write_text("finetune = 'sideways'\n")
     res = cli("cv", "--competition", "shared-all", "--config", bad)
     assert res.code == 2 and "bad.toml" in res.err and "finetune" in res.err
-    res = cli("cv", "--competition", "shared-all", "--model", "prior", "--backbone", "minilm",
-              "--param", "rank=2")
+    res = cli("cv", "--competition", "shared-all", "--backbone", "minilm", "--param", "rank=2")
     assert res.code == 2 and "unknown backbone parameter" in res.err
+    res = cli("cv", "--competition", "shared-all", "--model", "prior", "--backbone", "minilm")
+    assert res.code == 2 and "options of --model backbone" in res.err
     res = cli("predict", tmp_path, "--test", files["test"], "--out", tmp_path / "x.parquet")
     assert res.code == 2 and "not a prefpred backbone artifact" in res.err
 

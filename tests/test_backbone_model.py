@@ -9,11 +9,11 @@ import torch
 
 from prefpred.errors import ConfigError, DependencyError
 from prefpred.labels import swap_class_columns
-from prefpred.metrics import softmax
 from prefpred.models.backbone import BackboneModel, train
 from prefpred.models.backbone import inference as inference_mod
 from prefpred.models.backbone.config import resolve_backbone
 from prefpred.models.backbone.train import soft_target_loss
+from prefpred.probabilities import softmax
 from prefpred.testing import ARCHITECTURES, tiny_backbone
 
 FAST = dict(max_length=96, train_tokens=1536, max_batch_pairs=8, progress=False,

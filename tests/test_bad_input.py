@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from conftest import AUTOJ, KAGGLE, LLMEVAL2
 
-from prefpred.config import load_competition
-from prefpred.data.adapters import load_table
+from prefpred.competitions import load_competition
+from prefpred.data.formats import load_table
 from prefpred.submission import submission_frame
 
 COMP = "lmsys-chatbot-arena"

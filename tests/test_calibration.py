@@ -13,26 +13,22 @@ from prefpred.calibration import (
     TemperatureScaling,
     VectorScaling,
     calibrate_out_of_fold,
-    evaluate_calibration,
     fit_inverse_temperature,
     load_calibrator,
     make_calibrator,
-    oof_arrays,
-    pair_lengths,
-    plot_reliability,
-    reliability_curve,
     weighted_nll,
 )
-from prefpred.cv import run_cv
 from prefpred.errors import ConfigError, DataError
-from prefpred.metrics import ece_per_class, log_loss, softmax
-from prefpred.models.base import log_softmax
+from prefpred.features.lengths import pair_lengths
+from prefpred.labels import CLASSES
+from prefpred.metrics import ece_per_class, log_loss
 from prefpred.models.prior import ClassPrior
-
-
-def draw(proba: np.ndarray, seed: int) -> np.ndarray:
-    u = np.random.default_rng(seed).random(len(proba))
-    return (u[:, None] > np.cumsum(proba, axis=1)).sum(1).clip(0, 2)
+from prefpred.oof import join_oof
+from prefpred.probabilities import log_softmax, softmax
+from prefpred.probabilities import sample_labels as draw
+from prefpred.report import reliability_curve, write_reliability_png
+from prefpred.stack import evaluate
+from prefpred.stages import run_cv
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +122,7 @@ def test_temperature_by_length_fits_a_temperature_per_length_bin():
     single = calibrate_out_of_fold(reported, y, folds, "temperature")
     assert log_loss(y, softmax(by_len)) < log_loss(y, softmax(single)) - 0.01
     with pytest.raises(ValueError, match="lengths"):
-        cal.transform(reported)
+        cal.predict_logits(reported)
 
 
 def test_pair_lengths_counts_all_turns(kaggle_table):
@@ -160,11 +156,11 @@ def _length_margin_logits(table, scale: float = 4.0) -> np.ndarray:
 
 def test_calibration_on_real_data_lowers_out_of_fold_log_loss_and_ece(shared_all, tmp_path):
     res = run_cv(shared_all, ClassPrior, name="prior", run_dir=tmp_path, progress=False)
-    oof = oof_arrays(tmp_path / "prior" / "oof.parquet")
+    oof = join_oof({"prior": tmp_path / "prior" / "oof.parquet"})
     assert oof.ids == shared_all.ids and np.array_equal(oof.folds, res.folds)
-    logits = _length_margin_logits(shared_all)
-    table = evaluate_calibration(logits, oof.y, oof.folds, oof.sources,
-                                 lengths=pair_lengths(shared_all))
+    oof.logits = {"length": _length_margin_logits(shared_all)}
+    table = evaluate(oof, calibrations=list(CALIBRATORS), lengths=pair_lengths(shared_all),
+                     progress=False).scores
     overall = {r["calibration"]: r for r in table.filter(pl.col("group") == "ALL").to_dicts()}
     assert set(overall) == set(CALIBRATORS)
     raw = overall["none"]
@@ -185,8 +181,8 @@ def test_calibrators_save_and_load(method, overconfident, tmp_path):
     path = cal.save(tmp_path / f"{method}.json")
     back = load_calibrator(path)
     assert type(back) is type(cal)
-    assert np.array_equal(back.transform(logits, lengths=lengths),
-                          cal.transform(logits, lengths=lengths))
+    assert np.array_equal(back.predict_logits(logits, lengths=lengths),
+                          cal.predict_logits(logits, lengths=lengths))
 
 
 def test_bad_calibrator_inputs_are_one_line_errors(tmp_path):
@@ -197,20 +193,20 @@ def test_bad_calibrator_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="not a calibrator file"):
         load_calibrator(bad)
     with pytest.raises(RuntimeError, match="not fitted"):
-        TemperatureScaling().transform(np.zeros((2, 3)))
+        TemperatureScaling().predict_logits(np.zeros((2, 3)))
 
 
-def test_oof_arrays_name_the_bad_row_and_column(tmp_path):
+def test_oof_files_name_the_bad_row_and_column(tmp_path):
     frame = pl.DataFrame({"id": ["a", "b", "c"], "source": ["s"] * 3, "fold": [0, 1, 1],
                           "label": [0, 1, 2], "logit_A": [0.0, float("nan"), 1.0],
                           "logit_B": [0.0] * 3, "logit_TIE": [0.0] * 3})
     path = tmp_path / "oof.parquet"
     frame.write_parquet(path)
     with pytest.raises(DataError) as err:
-        oof_arrays(path)
+        join_oof({"m": path})
     assert str(err.value) == f"{path}: row 2, column 'logit_A': missing or non-finite value"
     with pytest.raises(DataError, match="column 'logit_TIE'"):
-        oof_arrays(frame.drop("logit_TIE"))
+        join_oof({"m": frame.drop("logit_TIE")})
 
 
 def test_reliability_curve_reproduces_ece_per_class(overconfident):
@@ -218,7 +214,7 @@ def test_reliability_curve_reproduces_ece_per_class(overconfident):
     proba = softmax(logits)
     curve = reliability_curve(y, proba)
     ece = ece_per_class(y, proba)
-    for k, name in enumerate(("A", "B", "TIE")):
+    for k, name in enumerate(CLASSES):
         c = curve.filter(pl.col("class") == name)
         assert c["rows"].sum() == len(y)
         gap = (c["rows"] * (c["mean_proba"] - c["frequency"]).abs()).sum() / len(y)
@@ -231,9 +227,9 @@ def test_reliability_diagram_is_a_png(overconfident, tmp_path):
 
     logits, y = overconfident
     cal = TemperatureScaling().fit(logits, y)
-    path = plot_reliability(y, {"uncalibrated": softmax(logits),
-                                "temperature": cal.predict_proba(logits)},
-                            tmp_path / "reliability.png", title="shared-all")
+    path = write_reliability_png(tmp_path / "reliability.png", y,
+                                 {"uncalibrated": softmax(logits),
+                                  "temperature": cal.predict_proba(logits)}, title="shared-all")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(path)
     assert image.shape[0] > 300 and image.shape[1] > 900
@@ -245,9 +241,14 @@ def test_kaggle_sample_smoke(kaggle_table):
     y = kaggle_table.labels()
     folds = np.arange(len(y)) % 5
     logits = _length_margin_logits(kaggle_table)
+    raw = log_loss(y, softmax(logits))
     for method in CALIBRATORS:
         out = calibrate_out_of_fold(logits, y, folds, method, lengths=pair_lengths(kaggle_table))
-        assert np.isfinite(out).all() and np.allclose(softmax(out).sum(1), 1)
+        assert np.isfinite(out).all()
+        if method == "none":
+            assert np.allclose(out, log_softmax(logits))
+        else:  # the length margin is overconfident: every calibrator tempers it out of fold
+            assert log_loss(y, softmax(out)) < raw - 0.01
 
 
 @pytest.mark.parametrize(("y", "w", "message"), [

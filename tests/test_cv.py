@@ -3,11 +3,13 @@ import json
 import numpy as np
 import polars as pl
 
-from prefpred.cv import LOGIT_COLUMNS, run_cv
 from prefpred.data.folds import assign_folds
-from prefpred.metrics import log_loss, softmax
+from prefpred.labels import LOGIT_COLUMNS
+from prefpred.metrics import log_loss
 from prefpred.models.base import build_model, swap_averaged_logits
 from prefpred.models.prior import ClassPrior
+from prefpred.probabilities import softmax
+from prefpred.stages import run_cv
 
 
 class CountingPrior(ClassPrior):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import PANDALM
 
-from prefpred.data.adapters import load_table
+from prefpred.data.formats import load_table
 from prefpred.features import build as build_module
 from prefpred.features import compute_features
 from prefpred.features.cache import FeatureCache, FeatureStore, row_keys

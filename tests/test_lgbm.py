@@ -9,16 +9,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefpred.cv import run_cv
 from prefpred.data.folds import assign_folds, fold_split
 from prefpred.errors import ConfigError
 from prefpred.labels import swap_class_columns
-from prefpred.metrics import log_loss, softmax
+from prefpred.metrics import log_loss
 from prefpred.models.base import build_model
 from prefpred.models.lgbm import LightGBMModel, inner_split
+from prefpred.probabilities import softmax
+from prefpred.stages import run_cv
 
 FAST = {"n_estimators": 60, "learning_rate": 0.15, "early_stopping_rounds": 15,
         "num_leaves": 7, "feature_cache": None}
+FAST_VALID = LightGBMModel().valid_fraction
 
 
 @pytest.fixture(scope="module")
@@ -103,29 +105,45 @@ def test_early_stopping_watches_the_inner_split(split):
     train, _ = split
     m = LightGBMModel(**{**FAST, "n_estimators": 400, "learning_rate": 0.3}).fit(train)
     assert m.best_iteration_ < 400 and m.inner_valid_logloss_ is not None
+    # refit: all training rows, for the inner best number of rounds scaled to the larger set
+    inner = LightGBMModel(**FAST).fit(train)
     refit = LightGBMModel(**{**FAST, "refit": True}).fit(train)
-    assert refit.best_iteration_ >= 1
+    assert refit.best_iteration_ == round(inner.best_iteration_ / (1 - FAST_VALID))
+    assert refit.booster_.current_iteration() == refit.best_iteration_
 
 
 def test_importances_and_model_saved_in_the_work_dir(split, tmp_path):
     m = LightGBMModel(**FAST)
     m.set_work_dir(tmp_path)
     m.fit(split[0])
+    import lightgbm as lgb
+
     imp = pl.read_csv(tmp_path / "importance.csv")
     assert imp.columns == ["feature", "gain", "split"]
     assert "source" in imp["feature"].to_list() and imp["gain"].sum() > 0
-    assert imp["gain"].to_list() == sorted(imp["gain"].to_list(), reverse=True)
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["best_iteration"] == m.best_iteration_ and fit["params"]["num_leaves"] == 7
-    assert (tmp_path / "model.txt").read_text().startswith("tree")
+    # the saved model is the fitted one: read back by LightGBM, it gives the same raw scores
+    # and the same gains as importance.csv
+    saved = lgb.Booster(model_file=str(tmp_path / "model.txt"))
+    x = m._matrix(split[1])
+    np.testing.assert_allclose(saved.predict(x, raw_score=True),
+                               m.booster_.predict(x, raw_score=True,
+                                                  num_iteration=m.best_iteration_), rtol=1e-12)
+    gains = dict(zip(saved.feature_name(), saved.feature_importance("gain"), strict=True))
+    top = imp.row(0, named=True)
+    assert gains[top["feature"]] == pytest.approx(top["gain"]) == pytest.approx(max(gains.values()))
 
 
 def test_cv_runner_saves_importances_per_fold(subset, tmp_path):
-    res = run_cv(subset, lambda: LightGBMModel(**FAST), name="lgbm", n_folds=3, seed=0,
-                 run_dir=tmp_path, progress=False)
-    assert np.isfinite(res.oof_logits).all()
-    for k in range(3):
-        assert (tmp_path / "lgbm" / f"fold_{k}_work" / "importance.csv").exists()
+    run_cv(subset, lambda: LightGBMModel(**FAST), name="lgbm", n_folds=3, seed=0,
+           run_dir=tmp_path, progress=False)
+    fits = [json.loads((tmp_path / "lgbm" / f"fold_{k}_work" / "fit.json").read_text())
+            for k in range(3)]
+    assert all((tmp_path / "lgbm" / f"fold_{k}_work" / "importance.csv").exists()
+               for k in range(3))
+    # one model per fold, each fitted on its own rows (their inner losses differ)
+    assert len({f["inner_valid_logloss"] for f in fits}) == 3
 
 
 def test_unknown_source_at_prediction_is_handled(fitted, split):

@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import brier_score_loss
 from sklearn.metrics import log_loss as sk_log_loss
 
-from prefpred.metrics import accuracy, brier, ece_per_class, log_loss, score_by, softmax
+from prefpred.metrics import accuracy, brier, ece_per_class, log_loss, score_by
+from prefpred.probabilities import softmax
 
 
 @settings(max_examples=50, deadline=None)

@@ -1,6 +1,7 @@
 """``prefpred run``: the whole job from a TOML, its reuse of finished stages, and its errors."""
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -8,7 +9,8 @@ import pytest
 from conftest import KAGGLE
 
 from prefpred.errors import ConfigError
-from prefpred.pipeline import load_run_config, run
+from prefpred.run import run
+from prefpred.run_config import read_run_config
 
 
 def _config(tmp_path, body: str, name: str = "cfg.toml"):
@@ -72,8 +74,12 @@ def test_run_end_to_end_with_holdout(tmp_path):
                   "Reliability", "Log loss by pair length", "Confusion matrix", "Timings",
                   "data:image/png;base64,"):
         assert title in html, title
-    assert json.loads((out / "run.json").read_text())["final"]["oof_log_loss"] == pytest.approx(
-        res.final_oof_log_loss)
+    record = json.loads((out / "run.json").read_text())
+    assert record["final"]["oof_log_loss"] == pytest.approx(res.final_oof_log_loss)
+    # the report times itself (drawing its figures takes a measurable while) and the whole run
+    shown = dict(re.findall(r'<td class="l">([^<]+)</td><td class="">([\d.]+)</td>', html))
+    assert 0 < float(shown["report"]) <= record["timings_s"]["report"]
+    assert float(shown["total"]) <= record["timings_s"]["total"]
 
 
 def test_rerun_reuses_finished_stages_and_resumes(tmp_path):
@@ -135,7 +141,7 @@ report = "{tmp_path / 'report.html'}"
 def test_config_errors(tmp_path, cli, edit, message):
     path = _config(tmp_path, edit(BASE))
     with pytest.raises(ConfigError, match=message):
-        load_run_config(path)
+        read_run_config(path)
     res = cli("run", path)
     assert res.code == 2 and message in res.err and len(res.err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "submission.csv").exists()

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from conftest import AUTOJ
 
-from prefpred.data.adapters import load_table
+from prefpred.data.formats import load_table
 from prefpred.rewards.scoring import conversation, score_pairs
 
 

@@ -4,26 +4,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefpred.cv import run_cv
 from prefpred.errors import ConfigError, DataError
-from prefpred.metrics import log_loss, softmax
+from prefpred.features.lengths import length_features
+from prefpred.metrics import log_loss
 from prefpred.models.prior import ClassPrior
+from prefpred.oof import join_oof
+from prefpred.probabilities import sample_labels as draw
+from prefpred.probabilities import softmax
 from prefpred.stack import (
     STACKERS,
     LogisticStacker,
     WeightBlend,
-    evaluate_stack,
+    evaluate,
     fit_stacker,
-    length_features,
-    load_stack_data,
     load_stacker,
     stack_out_of_fold,
 )
-
-
-def draw(proba, seed):
-    u = np.random.default_rng(seed).random(len(proba))
-    return (u[:, None] > np.cumsum(proba, axis=1)).sum(1).clip(0, 2)
+from prefpred.stages import run_cv
 
 
 def oof(ids, folds, y, logits, sources=None):
@@ -48,43 +45,43 @@ def synthetic():
     return frames, y
 
 
-def test_load_stack_data_joins_by_id_in_any_order(synthetic):
+def test_join_oof_joins_by_id_in_any_order(synthetic):
     frames, y = synthetic
     shuffled = {**frames, "noisy": frames["noisy"].sample(fraction=1.0, shuffle=True, seed=3)}
-    data = load_stack_data(shuffled)
+    data = join_oof(shuffled)
     assert data.models == ["good", "noisy", "junk"]
     assert np.array_equal(data.y, y)
     assert np.allclose(data.logits["noisy"],
                        frames["noisy"].select("logit_A", "logit_B", "logit_TIE").to_numpy())
 
 
-def test_load_stack_data_rejects_mismatched_inputs(synthetic, tmp_path):
+def test_join_oof_rejects_mismatched_inputs(synthetic, tmp_path):
     frames, _ = synthetic
     good = frames["good"]
     path = tmp_path / "other.parquet"
     good.with_columns(pl.when(pl.col("id") == "r7").then(4).otherwise(pl.col("fold"))
                       .alias("fold")).write_parquet(path)
     with pytest.raises(DataError, match="'r7': fold ids .* differ") as err:
-        load_stack_data({"good": good, "other": path})
+        join_oof({"good": good, "other": path})
     assert str(err.value).startswith(f"{path}: column 'fold'")
     with pytest.raises(DataError, match="id 'r0' of 'good' has no out-of-fold logits in 'cut'"):
-        load_stack_data({"good": good, "cut": good.tail(100)})
+        join_oof({"good": good, "cut": good.tail(100)})
     with pytest.raises(DataError, match="labels differ"):
-        load_stack_data({"good": good, "relabel": good.with_columns(
+        join_oof({"good": good, "relabel": good.with_columns(
             pl.when(pl.col("id") == "r3").then((pl.col("label") + 1) % 3)
             .otherwise(pl.col("label")).alias("label"))})
     with pytest.raises(DataError, match="row 4, column 'label': label 9 is not 0, 1 or 2"):
-        load_stack_data({"good": good, "bad": good.with_columns(
+        join_oof({"good": good, "bad": good.with_columns(
             pl.when(pl.col("id") == "r3").then(9).otherwise(pl.col("label")).alias("label"))})
     with pytest.raises(DataError, match="out-of-fold file not found"):
-        load_stack_data({"gone": tmp_path / "nothing"})
+        join_oof({"gone": tmp_path / "nothing"})
     with pytest.raises(DataError, match="column 'fish'"):
-        load_stack_data({"good": good}, features=good.select("id"), feature_columns=["fish"])
+        join_oof({"good": good}, features=good.select("id"), feature_columns=["fish"])
 
 
 def test_blend_puts_its_weight_on_the_informative_model(synthetic):
     frames, y = synthetic
-    data = load_stack_data(frames)
+    data = join_oof(frames)
     blend = WeightBlend().fit_data(data)
     weights = blend.normalised_weights_
     assert weights["junk"] < 0.05
@@ -98,10 +95,10 @@ def test_blend_puts_its_weight_on_the_informative_model(synthetic):
 def test_stacking_is_out_of_fold(synthetic, name):
     """Nested CV: a fold's stacked logits do not move when that fold's labels change."""
     frames, y = synthetic
-    data = load_stack_data(frames)
+    data = join_oof(frames)
     params = {"n_estimators": 60} if name == "lgbm" else {}
     before = stack_out_of_fold(name, data, **params)
-    scrambled = load_stack_data({k: v.with_columns(
+    scrambled = join_oof({k: v.with_columns(
         pl.when(pl.col("fold") == 2).then((pl.col("label") + 1) % 3).otherwise(pl.col("label"))
         .alias("label")) for k, v in frames.items()})
     after = stack_out_of_fold(name, scrambled, **params)
@@ -113,7 +110,7 @@ def test_stacking_is_out_of_fold(synthetic, name):
 
 def test_logistic_stacker_chooses_c_on_inner_folds(synthetic):
     frames, _ = synthetic
-    data = load_stack_data(frames)
+    data = join_oof(frames)
     fitted = LogisticStacker(Cs=(1e-6, 1.0)).fit_data(data)
     assert fitted.C_ == 1.0  # a vanishing C leaves only the intercepts: inner CV rejects it
     assert LogisticStacker(Cs=(1e-6,)).fit_data(data).C_ == 1e-6
@@ -136,7 +133,7 @@ def test_logistic_fit_matches_scikit_learn():
 @pytest.mark.parametrize("name", sorted(STACKERS))
 def test_stackers_save_and_load(synthetic, name, tmp_path):
     frames, _ = synthetic
-    data = load_stack_data(frames)
+    data = join_oof(frames)
     model = fit_stacker(name, data, **({"n_estimators": 30} if name == "lgbm" else {}))
     back = load_stacker(model.save(tmp_path / "stack.json"))
     assert np.allclose(back.predict_data(data), model.predict_data(data))
@@ -188,11 +185,11 @@ class SourcePrior:
 def test_stack_on_real_out_of_fold_logits(shared_all, tmp_path):
     for name, model in (("prior", ClassPrior), ("source", SourcePrior), ("length", LengthLogit)):
         run_cv(shared_all, model, name=name, run_dir=tmp_path, progress=False)
-    data = load_stack_data({m: tmp_path / m for m in ("prior", "source", "length")},
+    data = join_oof({m: tmp_path / m for m in ("prior", "source", "length")},
                            features=length_features(shared_all).select("id", "log_len_prompt"))
     assert data.feature_names == ["log_len_prompt"] and len(data) == len(shared_all)
-    report = evaluate_stack(data, stacker_params={"lgbm": {"n_estimators": 100}},
-                            progress=False)
+    report = evaluate(data, stackers=["blend", "logistic", "lgbm"],
+                      stacker_params={"lgbm": {"n_estimators": 100}}, progress=False)
     overall = {(r["model"], r["calibration"]): r
                for r in report.scores.filter(pl.col("group") == "ALL").to_dicts()}
     models = ("prior", "source", "length", "blend", "stack:logistic", "stack:lgbm")

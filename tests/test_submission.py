@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss
 
-from prefpred.config import load_competition
-from prefpred.data.adapters import load_table
+from prefpred.competitions import load_competition
+from prefpred.data.formats import load_table
 from prefpred.errors import SubmissionError
 from prefpred.submission import provenance_path, validate_submission, write_submission
 

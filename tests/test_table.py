@@ -4,7 +4,7 @@ import pytest
 
 from prefpred.data.table import SCHEMA, PreferenceTable
 from prefpred.errors import DataError
-from prefpred.labels import CLASSES, SWAP_PERMUTATION, parse_label, swap_class_columns
+from prefpred.labels import swap_class_columns
 
 
 def small(**over):
@@ -17,11 +17,6 @@ def small(**over):
     }
     data.update(over)
     return PreferenceTable.from_frame(pl.DataFrame(data), source="t")
-
-
-def test_class_order_is_defined_once():
-    assert CLASSES == ("A", "B", "TIE")
-    assert SWAP_PERMUTATION == (1, 0, 2)
 
 
 def test_schema_and_defaults():
@@ -58,18 +53,6 @@ def test_with_swapped_doubles_rows_with_distinct_ids():
 def test_swap_class_columns_matches_label_swap():
     logits = np.array([[1.0, 2.0, 3.0]])
     assert swap_class_columns(logits).tolist() == [[2.0, 1.0, 3.0]]
-
-
-@pytest.mark.parametrize("value,expected", [("A", 0), ("b", 1), ("Tie", 2), ("model_a", 0),
-                                            (2, 2), ("1", 1), (1.0, 1)])
-def test_parse_label(value, expected):
-    assert parse_label(value) == expected
-
-
-@pytest.mark.parametrize("value", ["C", 3, float("nan"), None, True])
-def test_parse_label_rejects(value):
-    with pytest.raises(ValueError):
-        parse_label(value)
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import swap_class_columns
-from prefpred.metrics import softmax
 from prefpred.models.base import build_model
 from prefpred.models.tfidf import TfidfModel
+from prefpred.probabilities import softmax
 
 SMALL = {"word_max_features": 2000, "char_max_features": 2000, "max_iter": 200}
 

@@ -97,6 +97,13 @@ def _pg_bindir() -> Path | None:
     return None
 
 
+def _account(name: str):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,23 +112,23 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A throw-away PostgreSQL server on a free loopback port, run by an unprivileged user
-    (initdb refuses root), removed afterwards."""
+    """A throw-away PostgreSQL server on a free loopback port, in a temporary cluster owned by
+    an existing unprivileged account when the tests run as root (initdb refuses root; no
+    account is created), removed afterwards."""
     bindir = _pg_bindir()
     if bindir is None:
         pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's "
                     "`postgresql` package (.ci/run does) or set PG_BINDIR")
     as_user: list[str] = []
     base = Path(tempfile.mkdtemp(prefix="prefpred-pg-", dir="/tmp"))
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                            "/usr/sbin/nologin", "postgres"], check=True)
-            user = pwd.getpwnam("postgres")
+    if os.geteuid() == 0:  # run the server as an existing unprivileged account; create none
+        user = next((u for u in (_account("postgres"), _account("nobody")) if u), None)
+        if user is None:
+            pytest.fail("running as root with neither a 'postgres' nor a 'nobody' account to "
+                        "start PostgreSQL as")
         os.chown(base, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
+        as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                   "--clear-groups", "--"]
     data, log, port = base / "data", base / "server.log", _free_port()
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
                     "prefpred", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)

@@ -7,17 +7,17 @@ from typing import Annotated
 
 import typer
 
+from prefpred.cli import Competition, Data, Format
+
 features_app = typer.Typer(help="Length / style / similarity features and their cache.",
                            no_args_is_help=True)
 
 
 @features_app.command("build")
 def build_command(
-    competition: Annotated[str, typer.Option("--competition", "-c",
-                                             help="Competition name or TOML path.")],
-    data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Data file(s) instead "
-                                                    "of the competition's training data.")] = None,
-    format: Annotated[str | None, typer.Option("--format", "-f")] = None,
+    competition: Competition,
+    data: Data = None,
+    format: Format = None,
     out: Annotated[Path, typer.Option("--out", help="Cache folder.")] = Path("features"),
     tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="A tokenizer.json whose "
                                                   "token counts become features too.")] = None,
@@ -28,7 +28,7 @@ def build_command(
     """Compute features of the training table (and its swapped pairs) into the cache folder."""
     import time
 
-    from prefpred.config import load_competition
+    from prefpred.competitions import load_competition
     from prefpred.features import FeatureConfig
     from prefpred.features.cache import FeatureCache
 

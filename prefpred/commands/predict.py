@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from prefpred.cli import Backbone, Format
+
 
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict_command)
@@ -29,10 +31,8 @@ def predict_command(
     competition: Annotated[str | None, typer.Option("--competition", "-c", help="Competition "
                                                     "whose test layout and submission format "
                                                     "to use.")] = None,
-    format: Annotated[str | None, typer.Option("--format", "-f", help="Input format (default: "
-                                               "detected).")] = None,
-    backbone: Annotated[str | None, typer.Option("--backbone", help="Base model folder or "
-                                                 "bundled name, if it moved since saving.")] = None,
+    format: Format = None,
+    backbone: Backbone = None,
     swap_average: Annotated[bool, typer.Option("--swap-average/--no-swap-average",
                                                help="Average each pair with its swap.")] = True,
     infer_tokens: Annotated[int | None, typer.Option("--infer-tokens", help="Token budget "
@@ -43,25 +43,23 @@ def predict_command(
     """Predict TEST with a saved backbone artifact (no training, nothing downloaded)."""
     import polars as pl
 
-    from prefpred import __version__
-    from prefpred.cv import LOGIT_COLUMNS
     from prefpred.errors import ConfigError
-    from prefpred.io import atomic_path, file_sha256
-    from prefpred.labels import CLASSES
-    from prefpred.metrics import softmax
+    from prefpred.io import atomic_path
+    from prefpred.labels import CLASSES, LOGIT_COLUMNS
     from prefpred.models.backbone import BackboneModel
-    from prefpred.models.backbone.artifacts import read_artifact
+    from prefpred.models.backbone.artifacts import read_artifact_info
+    from prefpred.probabilities import softmax
 
     as_submission = out.suffix.lower() == ".csv"
     if as_submission and competition is None:
         raise ConfigError(f"{out}: a .csv output is a submission and needs --competition")
     if competition is not None:
-        from prefpred.config import load_competition
+        from prefpred.competitions import load_competition
 
         comp = load_competition(competition)
         table = comp.load_test(test, format)
     else:
-        from prefpred.data.adapters import load_table
+        from prefpred.data.formats import load_table
 
         comp = None
         table = load_table(test, format)
@@ -70,7 +68,7 @@ def predict_command(
                        ("device", device)):
         if value is not None:
             overrides[key] = value
-    info = read_artifact(artifact)
+    info = read_artifact_info(artifact)
     model = BackboneModel.load(artifact, **overrides)
     parts = out.with_name(out.name + ".parts")
     model.set_work_dir(parts)
@@ -81,12 +79,13 @@ def predict_command(
     if not distributed_state().is_main_process:  # data-parallel run: the main process writes
         return
     if as_submission:
+        from prefpred.stages import build_provenance
         from prefpred.submission import write_submission
 
-        provenance = {"prefpred_version": __version__, "model": "backbone",
-                      "artifact": str(artifact), "weights_digest": info.get("weights_digest"),
-                      "params": info["params"], "swap_average": swap_average,
-                      "data": {"test": {str(test): file_sha256(test)} if test.is_file() else {}}}
+        provenance = build_provenance(
+            test_paths=[test], test=table, model="backbone", artifact=str(artifact),
+            weights_digest=info.get("weights_digest"), params=info["params"],
+            swap_average=swap_average)
         write_submission(out, table, proba, comp, provenance)
     else:
         frame = pl.DataFrame({"id": table.ids}).with_columns(

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from prefpred.cli import Format
+
 calibrate_app = typer.Typer(
     help="Turn reward-model scores (reward_a, reward_b) into calibrated A / B / tie "
          "probabilities with a tie-aware model (Rao-Kupper, Davidson, multinomial).",
@@ -60,8 +62,8 @@ def apply_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="Folder written by `fit` (or one "
                                         "model's JSON file).")],
     scores: ScoresOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV or parquet to write: id, "
-                                      "winner_model_a, winner_model_b, winner_tie.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV or parquet to write: id and the Kaggle "
+                                      "submission's probability columns.")],
     use: Annotated[str | None, typer.Option("--use", help="Apply this fitted model of the "
                                             "folder instead of the chosen one.")] = None,
 ) -> None:
@@ -88,7 +90,7 @@ def score_rewards_command(
                                        "`prefpred data inspect` reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV or parquet: id, reward_a, "
                                       "reward_b, source, group[, label].")],
-    format: Annotated[str | None, typer.Option("--format", "-f")] = None,
+    format: Format = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per conversation "
                                             "(truncated from the left).")] = 2048,
@@ -99,7 +101,7 @@ def score_rewards_command(
                                               "pairs.")] = None,
 ) -> None:
     """Score both responses of every pair with a reward model (for calibrate-rewards)."""
-    from prefpred.data.adapters import load_table
+    from prefpred.data.formats import load_table
     from prefpred.rewards.io import write_frame
     from prefpred.rewards.scoring import score_pairs
 

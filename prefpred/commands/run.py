@@ -15,7 +15,7 @@ def run_command(
     """Base models through CV, stack, calibrate, refit, predict the test file, write and
     validate the submission, write an HTML report. Finished stages are reused on a re-run."""
     from prefpred.metrics import format_scores
-    from prefpred.pipeline import run
+    from prefpred.run import run
 
     result = run(config, progress=not quiet, say=(lambda s: None) if quiet else typer.echo)
     overall = result.oof_scores.filter(result.oof_scores["group"] == "ALL").select(

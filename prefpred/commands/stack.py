@@ -8,28 +8,53 @@ from typing import Annotated
 
 import typer
 
-CompetitionOpt = Annotated[str | None, typer.Option(
+LengthsCompetition = Annotated[str | None, typer.Option(
     "--competition", "-c", help="Competition whose training table gives pair lengths (needed "
     "by temperature_by_length and --features).")]
 
 
-def _lengths_for(competition: str | None, ids: list[str]):
+def _lengths_for(competition: str | None, ids: list[str], calibrations: list[str]):
+    """Pair lengths of the competition's training rows in the order of ``ids`` (None without a
+    competition, which no length-binned calibration may then need)."""
+    from prefpred.calibration import make_calibrator
+    from prefpred.errors import ConfigError
+
     if competition is None:
+        needs = [c for c in calibrations if make_calibrator(c).needs_lengths]
+        if needs:
+            raise ConfigError(f"{needs[0]} needs --competition (for the pair lengths)")
         return None
     import polars as pl
 
-    from prefpred.calibration import pair_lengths
-    from prefpred.config import load_competition
-    from prefpred.errors import DataError
+    from prefpred.competitions import load_competition
+    from prefpred.features.lengths import pair_lengths
+    from prefpred.oof import align_by_id
 
     table = load_competition(competition).load_train()
     by_id = pl.DataFrame({"id": table.ids, "n": pair_lengths(table)})
-    joined = pl.DataFrame({"id": ids}).join(by_id, on="id", how="left", maintain_order="left")
-    if joined["n"].is_null().any():
-        missing = joined.filter(pl.col("n").is_null())["id"][0]
-        raise DataError(f"id {missing!r} of the out-of-fold logits is not in {competition}'s "
-                        "training data", column="id")
-    return joined["n"].to_numpy()
+    return align_by_id(by_id, ids, missing=f"of the out-of-fold logits is not in {competition}'s "
+                       "training data")["n"].to_numpy()
+
+
+def _write_outputs(out: Path, data, logits, key: str, calibration: str, lengths, scores,
+                   stacker=None) -> None:
+    """The saved calibrator (and stacker), the scores table and a reliability PNG in ``out``."""
+    from prefpred.calibration import calibrate_out_of_fold, make_calibrator
+    from prefpred.probabilities import softmax
+    from prefpred.report import write_reliability_png
+    from prefpred.rewards.io import write_frame
+
+    out.mkdir(parents=True, exist_ok=True)
+    if stacker is not None:
+        stacker.save(out / "stacker.json")
+    make_calibrator(calibration).fit(logits, data.y, lengths=lengths).save(
+        out / "calibrator.json")
+    write_frame(scores, out / "scores.csv")
+    calibrated = calibrate_out_of_fold(logits, data.y, data.folds, calibration, lengths=lengths)
+    write_reliability_png(out / "reliability.png", data.y,
+                          {f"{key} (raw)": softmax(logits),
+                           f"{key} + {calibration}": softmax(calibrated)},
+                          title=f"{key}: out of fold")
 
 
 def calibrate_command(
@@ -38,46 +63,28 @@ def calibrate_command(
     method: Annotated[list[str] | None, typer.Option(
         "--method", help="temperature, vector, temperature_by_length (repeatable); the first "
         "is saved. Default: temperature and vector.")] = None,
-    competition: CompetitionOpt = None,
+    competition: LengthsCompetition = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for calibrator.json, "
                                              "scores.csv and reliability.png.")] = None,
 ) -> None:
     """Out-of-fold calibrated scores per method and source; save the first method's calibrator
     (fitted on all out-of-fold rows) and a reliability diagram."""
-    from prefpred.calibration import (
-        calibrate_out_of_fold,
-        evaluate_calibration,
-        make_calibrator,
-        oof_arrays,
-        plot_reliability,
-    )
-    from prefpred.errors import ConfigError
-    from prefpred.metrics import format_scores, softmax
-    from prefpred.rewards.io import write_frame
+    from prefpred.metrics import ECE_CLASS_COLUMNS, format_scores
+    from prefpred.oof import join_oof
+    from prefpred.stack import evaluate
 
     path = oof / "oof.parquet" if oof.is_dir() else oof
-    arrays = oof_arrays(path)
+    name = path.parent.name
+    data = join_oof({name: path})
     methods = list(method or ["temperature", "vector"])
-    for m in methods:
-        make_calibrator(m)  # fails fast on a bad name
-    lengths = _lengths_for(competition, arrays.ids)
-    if "temperature_by_length" in methods and lengths is None:
-        raise ConfigError("temperature_by_length needs --competition (for the pair lengths)")
-    table = evaluate_calibration(arrays.logits, arrays.y, arrays.folds, arrays.sources,
-                                 ["none", *methods], lengths=lengths)
-    typer.echo(format_scores(table.drop("ece_A", "ece_B", "ece_TIE"),
+    lengths = _lengths_for(competition, data.ids, methods)
+    table = evaluate(data, calibrations=["none", *methods], lengths=lengths,
+                     progress=False).scores.drop("model")
+    typer.echo(format_scores(table.drop(ECE_CLASS_COLUMNS),
                              title=f"{path}: out-of-fold calibrated scores"))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        cal = make_calibrator(methods[0]).fit(arrays.logits, arrays.y, lengths=lengths)
-        cal.save(out / "calibrator.json")
-        write_frame(table, out / "scores.csv")
-        calibrated = calibrate_out_of_fold(arrays.logits, arrays.y, arrays.folds, methods[0],
-                                           lengths=lengths)
-        plot_reliability(arrays.y, {"uncalibrated": softmax(arrays.logits),
-                                    methods[0]: softmax(calibrated)},
-                         out / "reliability.png", title=f"{path.parent.name}: out of fold")
-        typer.echo(f"wrote {out}/calibrator.json ({methods[0]}, fitted on {len(arrays.y)} "
+        _write_outputs(out, data, data.logits[name], name, methods[0], lengths, table)
+        typer.echo(f"wrote {out}/calibrator.json ({methods[0]}, fitted on {len(data)} "
                    "out-of-fold rows), scores.csv, reliability.png")
 
 
@@ -92,7 +99,7 @@ def stack_command(
     = "temperature",
     features: Annotated[bool, typer.Option("--features", help="Give the stackers pair length "
                                            "features (needs --competition).")] = False,
-    competition: CompetitionOpt = None,
+    competition: LengthsCompetition = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for stacker.json, "
                                              "calibrator.json, scores.csv, reliability.png.")]
     = None,
@@ -100,12 +107,12 @@ def stack_command(
     """Blend and stack base models on their out-of-fold logits (nested CV), calibrate on top."""
     import polars as pl
 
-    from prefpred.calibration import calibrate_out_of_fold, make_calibrator, plot_reliability
-    from prefpred.config import load_competition
+    from prefpred.competitions import load_competition
     from prefpred.errors import ConfigError
-    from prefpred.metrics import format_scores, softmax
-    from prefpred.rewards.io import write_frame
-    from prefpred.stack import evaluate_stack, fit_stacker, length_features, load_stack_data
+    from prefpred.features.lengths import length_features
+    from prefpred.metrics import ECE_CLASS_COLUMNS, format_scores
+    from prefpred.oof import join_oof
+    from prefpred.stack import evaluate, fit_stacker, stack_label
 
     sources = {}
     for item in oof:
@@ -116,31 +123,17 @@ def stack_command(
     stackers = list(stacker or ["blend", "logistic", "lgbm"])
     if features and competition is None:
         raise ConfigError("--features needs --competition (the table the features come from)")
-    make_calibrator(calibration)
     feats = length_features(load_competition(competition).load_train()) if features else None
-    data = load_stack_data(sources, features=feats)
-    lengths = _lengths_for(competition, data.ids)
-    if calibration == "temperature_by_length" and lengths is None:
-        raise ConfigError("temperature_by_length needs --competition (for the pair lengths)")
-    report = evaluate_stack(data, stackers=stackers, calibrations=[calibration],
-                            lengths=lengths)
-    overall = report.scores.filter(pl.col("group") == "ALL").drop("group", "ece_A", "ece_B",
-                                                                    "ece_TIE")
+    data = join_oof(sources, features=feats)
+    lengths = _lengths_for(competition, data.ids, [calibration])
+    report = evaluate(data, stackers=stackers, calibrations=[calibration], lengths=lengths)
+    overall = report.scores.filter(pl.col("group") == "ALL").drop("group", *ECE_CLASS_COLUMNS)
     typer.echo(format_scores(overall, title="out-of-fold scores (nested CV for the stacks)"))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         first = stackers[0]
-        fit_stacker(first, data).save(out / "stacker.json")
-        key = "blend" if first == "blend" else f"stack:{first}"
-        stacked = report.oof_logits[key]
-        make_calibrator(calibration).fit(stacked, data.y, lengths=lengths).save(
-            out / "calibrator.json")
-        write_frame(report.scores, out / "scores.csv")
-        calibrated = calibrate_out_of_fold(stacked, data.y, data.folds, calibration,
-                                           lengths=lengths)
-        plot_reliability(data.y, {f"{key} (raw)": softmax(stacked),
-                                  f"{key} + {calibration}": softmax(calibrated)},
-                         out / "reliability.png", title="stack: out of fold")
+        key = stack_label(first)
+        _write_outputs(out, data, report.oof_logits[key], key, calibration, lengths,
+                       report.scores, stacker=fit_stacker(first, data))
         typer.echo(f"wrote {out}/stacker.json ({first}), calibrator.json ({calibration}, fitted "
                    f"on the stack's out-of-fold logits), scores.csv, reliability.png")
 

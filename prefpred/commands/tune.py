@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from prefpred.cli import Competition, Data, Folds, Format, Param, ParamsFile, Seed
 
 
 def tune_command(
@@ -17,26 +18,24 @@ def tune_command(
                                          )] = "sqlite:///runs/optuna.db",
     study: Annotated[str | None, typer.Option("--study", help="Study name (default: "
                                               "MODEL-COMPETITION).")] = None,
-    competition: Annotated[str, typer.Option("--competition", "-c")] = "shared-all",
-    data: Annotated[list[Path] | None, typer.Option("--data", "-d")] = None,
-    format: Annotated[str | None, typer.Option("--format", "-f")] = None,
-    folds: Annotated[int | None, typer.Option("--folds")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Fold seed (same for all workers).")] = None,
+    competition: Competition = "shared-all",
+    data: Data = None,
+    format: Format = None,
+    folds: Folds = None,
+    seed: Seed = None,
     worker: Annotated[int, typer.Option("--worker", help="Worker number; offsets the sampler "
                                         "seed so parallel workers explore differently.")] = 0,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after "
                                                   "this many seconds.")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Fixed model parameter "
-                                                    "key=value (repeatable).")] = None,
-    params: Annotated[str | None, typer.Option("--params", help="Fixed parameters: file or saved "
-                                               "name.")] = None,
+    param: Param = None,
+    params: ParamsFile = None,
     save_as: Annotated[str | None, typer.Option("--save-as", help="Name for the best parameters "
                                                 "(default: the study name).")] = None,
 ) -> None:
     """Tune a model by grouped K-fold out-of-fold log loss; save the best parameters by name."""
-    from prefpred.config import load_competition
+    from prefpred.competitions import load_competition
+    from prefpred.params import load_params
     from prefpred.tune import redact, tune
-    from prefpred.workflow import load_params
 
     comp = load_competition(competition)
     table = comp.load_train(data, format)

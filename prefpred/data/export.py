@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from prefpred.data.adapters import ONEHOT_KAGGLE
 from prefpred.data.folds import assign_folds
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import DataError
 from prefpred.io import atomic_path
+from prefpred.labels import KAGGLE_COLUMNS
 
 
 def _json_turns(series: pl.Series) -> pl.Series:
@@ -32,7 +32,7 @@ def write_kaggle_csv(table: PreferenceTable, path: str | Path, *, with_labels: b
         cols[name] = _json_turns(df[name])
     if with_labels:
         y = table.require_labels("a labelled Kaggle file")
-        for i, name in enumerate(ONEHOT_KAGGLE):
+        for i, name in enumerate(KAGGLE_COLUMNS):
             cols[name] = pl.Series(name, (y == i).astype(np.int64))
     out = pl.DataFrame(cols)
     with atomic_path(path) as tmp:

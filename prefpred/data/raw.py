@@ -20,8 +20,7 @@ from prefpred.data.text import (
     HIGH_ESCAPE,
     LOW_ESCAPE,
     PAIR_ESCAPE,
-    has_surrogates,
-    repair_surrogates,
+    repair_text,
 )
 from prefpred.errors import DataError
 
@@ -105,15 +104,7 @@ def _clean_value(value: object, *, file: Path, row: int, key: str, quirks: Quirk
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, str):
-        if has_surrogates(value):
-            if strict:
-                raise DataError("text holds a lone UTF-16 surrogate escape", file=file, row=row,
-                                column=key, fix="drop --strict to replace it with U+FFFD")
-            if quirks is not None:
-                quirks.add("lone surrogate escapes replaced with U+FFFD", 1,
-                           f"row {row}, column '{key}'")
-            return repair_surrogates(value)
-        return value
+        return repair_text(value, strict=strict, file=file, row=row, column=key, quirks=quirks)
     if isinstance(value, list):
         return [_clean_value(v, file=file, row=row, key=key, quirks=quirks, strict=strict)
                 for v in value]

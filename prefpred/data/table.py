@@ -1,4 +1,4 @@
-"""The canonical preference table every adapter produces and every model consumes."""
+"""The canonical preference table every reader produces and every model consumes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import polars as pl
 
 from prefpred.data.text import normalise_prompt_expr, stable_digest
 from prefpred.errors import DataError
-from prefpred.labels import N_CLASSES, A, B
+from prefpred.labels import N_CLASSES, SWAP_PERMUTATION, A, B
 
 TURNS = pl.List(pl.String)
 
@@ -54,6 +54,11 @@ class Quirks:
         for name, count in other.counts.items():
             out.add(name, count, other.examples.get(name))
         return out
+
+
+def first_row(mask: pl.Series) -> int:
+    """The 1-based row number of the first true value of a boolean mask (for error messages)."""
+    return int(mask.arg_true()[0]) + 1
 
 
 def group_keys(normalised: pl.Series) -> pl.Series:
@@ -123,10 +128,6 @@ class PreferenceTable:
         df = self._df
         if df.height == 0:
             raise DataError("no data rows", file=file)
-
-        def first_row(mask: pl.Series) -> int:
-            return int(mask.arg_true()[0]) + 1
-
         ids = df["id"]
         if ids.null_count():
             raise DataError("id is missing", file=file, row=first_row(ids.is_null()), column="id")
@@ -149,10 +150,10 @@ class PreferenceTable:
             if null_turn.any():
                 raise DataError(
                     "a turn is null", file=file, row=first_row(null_turn), column=col,
-                    fix="adapters replace null turns with empty strings",
+                    fix="readers replace null turns with empty strings",
                 )
         label = df["label"]
-        bad = label.is_not_null() & ~label.is_in([0, 1, 2])
+        bad = label.is_not_null() & ~label.is_in(list(range(N_CLASSES)))
         if bad.any():
             raise DataError(f"label {label[first_row(bad) - 1]} is not 0, 1 or 2", file=file,
                             row=first_row(bad), column="label")
@@ -276,7 +277,7 @@ class PreferenceTable:
             .otherwise(label)
         )
         soft = pl.col("soft_label")
-        swapped_soft = pl.concat_arr(soft.arr.get(1), soft.arr.get(0), soft.arr.get(2))
+        swapped_soft = pl.concat_arr(*[soft.arr.get(i) for i in SWAP_PERMUTATION])
         df = self._df.with_columns(
             response_a=pl.col("response_b"),
             response_b=pl.col("response_a"),

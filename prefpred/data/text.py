@@ -1,11 +1,18 @@
-"""Small text helpers shared by the adapters: surrogate repair and prompt normalisation."""
+"""Small text helpers shared by the readers: surrogate repair and prompt normalisation."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+from prefpred.errors import DataError
+
+if TYPE_CHECKING:
+    from prefpred.data.table import Quirks
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON escape of a high surrogate, a low surrogate, and a well-formed pair of them.
@@ -28,6 +35,21 @@ def repair_surrogates(text: str) -> str:
     if not has_surrogates(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def repair_text(text: str, *, strict: bool, file: str | Path | None, row: int, column: str,
+                quirks: Quirks | None) -> str:
+    """``text`` with lone surrogates repaired (:func:`repair_surrogates`) and the repair counted
+    as a quirk; with ``strict``, a located :class:`DataError` instead."""
+    if not has_surrogates(text):
+        return text
+    if strict:
+        raise DataError("text holds a lone UTF-16 surrogate escape", file=file, row=row,
+                        column=column, fix="drop --strict to replace it with U+FFFD")
+    if quirks is not None:
+        quirks.add("lone surrogate escapes replaced with U+FFFD", 1,
+                   f"row {row}, column '{column}'")
+    return repair_surrogates(text)
 
 
 def lone_surrogate_escape_expr(column: str) -> pl.Expr:

@@ -8,25 +8,11 @@ from typing import Literal
 
 import polars as pl
 
-from prefpred.data.table import TURNS, Quirks
-from prefpred.data.text import has_surrogates, lone_surrogate_escape_expr, repair_surrogates
+from prefpred.data.table import TURNS, Quirks, first_row
+from prefpred.data.text import lone_surrogate_escape_expr, repair_text
 from prefpred.errors import DataError
 
 TurnEncoding = Literal["json", "text"]
-
-
-def _first(mask: pl.Series) -> int:
-    return int(mask.arg_true()[0]) + 1
-
-
-def _repair(text: str, *, strict: bool, file, row: int, column: str, quirks: Quirks) -> str:
-    if has_surrogates(text):
-        if strict:
-            raise DataError("text holds a lone UTF-16 surrogate escape", file=file, row=row,
-                            column=column, fix="drop --strict to replace it with U+FFFD")
-        quirks.add("lone surrogate escapes replaced with U+FFFD", 1, f"row {row}, column '{column}'")
-        return repair_surrogates(text)
-    return text
 
 
 def _decode_json_python(
@@ -52,7 +38,7 @@ def _decode_json_python(
         for item in value:
             if item is None or isinstance(item, str):
                 turns.append(None if item is None else
-                             _repair(item, strict=strict, file=file, row=row, column=column,
+                             repair_text(item, strict=strict, file=file, row=row, column=column,
                                      quirks=quirks))
             elif isinstance(item, (int, float, bool)):
                 turns.append(json.dumps(item))
@@ -128,13 +114,13 @@ def decode_turns(
         decoded = series.cast(TURNS)
         if decoded.null_count():
             raise DataError("empty value, expected a list of turns", file=file,
-                            row=_first(decoded.is_null()), column=column)
+                            row=first_row(decoded.is_null()), column=column)
     elif encoding == "text":
         if series.dtype != pl.String:
             series = series.cast(pl.String)
         if series.null_count():
             raise DataError("empty value (null or NaN), expected text", file=file,
-                            row=_first(series.is_null()), column=column)
+                            row=first_row(series.is_null()), column=column)
         decoded = series.to_frame("t").select(pl.concat_list(pl.col("t")))["t"]
     else:
         if series.dtype != pl.String:
@@ -153,18 +139,18 @@ def decode_turns(
                                         strict=strict, source_column=column)[0]["c"]
         if decoded.null_count():
             raise DataError("value is JSON null, expected a list of strings", file=file,
-                            row=_first(decoded.is_null()), column=column)
+                            row=first_row(decoded.is_null()), column=column)
     lengths = decoded.list.len()
     if not allow_empty_list:
         empty = lengths == 0
         if empty.any():
-            raise DataError("empty turn list []", file=file, row=_first(empty), column=column)
+            raise DataError("empty turn list []", file=file, row=first_row(empty), column=column)
     # explode turns empty lists into one null each: subtract those to count null turns
     n_null = decoded.explode().null_count() - int((lengths == 0).sum())
     if n_null:
         null_turns = decoded.list.eval(pl.element().is_null()).list.sum()
         quirks.add(f"null turns in {column} (read as empty text)", n_null,
-                   f"row {_first(null_turns > 0)}")
+                   f"row {first_row(null_turns > 0)}")
         decoded = decoded.list.eval(pl.element().fill_null(""))
     return decoded.alias(name)
 

@@ -13,6 +13,7 @@ import numpy as np
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
 from prefpred.labels import N_CLASSES, swap_class_columns
+from prefpred.probabilities import log_softmax
 from prefpred.registry import instantiate
 
 
@@ -34,12 +35,6 @@ def set_work_dir(model: object, path: Path | None) -> None:
     """Give a model a folder for checkpoints and caches, if it takes one (``set_work_dir``)."""
     if path is not None and hasattr(model, "set_work_dir"):
         model.set_work_dir(Path(path))
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def swap_averaged_logits(predict: Callable[[PreferenceTable], np.ndarray],

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from prefpred.data.folds import canonical_order, fold_split, split_folds
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
 from prefpred.features import FeatureConfig
@@ -38,19 +39,15 @@ def inner_split(table: PreferenceTable, fraction: float, seed: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, valid) row indices: about ``fraction`` of the prompt groups held out, stratified
     by label, grouped by ``group`` (so no prompt is on both sides). Deterministic per seed."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     n_splits = max(2, round(1.0 / fraction))
     groups = table.groups()
-    _, group_codes = np.unique(groups, return_inverse=True)
-    if len(np.unique(group_codes)) < n_splits:
-        raise ConfigError(f"only {len(np.unique(group_codes))} prompt groups: too few for an "
-                          f"inner validation split of {fraction:.2f}; set early_stopping_rounds=0")
-    y = table.labels()
-    order = np.lexsort((np.asarray(table.ids), group_codes))  # canonical order
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train, valid = next(splitter.split(np.zeros(len(order)), y[order], group_codes[order]))
-    return np.sort(order[train]), np.sort(order[valid])
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ConfigError(f"only {n_groups} prompt groups: too few for an inner validation "
+                          f"split of {fraction:.2f}; set early_stopping_rounds=0")
+    folds = split_folds(table.labels(), groups, n_splits, seed,
+                        order=canonical_order(groups, table.ids))
+    return fold_split(folds, 0)
 
 
 class LightGBMModel:

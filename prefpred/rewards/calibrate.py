@@ -11,7 +11,6 @@ model folder::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import polars as pl
 
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import write_json_atomic
-from prefpred.metrics import score, softmax
+from prefpred.metrics import score
+from prefpred.probabilities import softmax
 from prefpred.rewards.io import RewardScores
 from prefpred.rewards.models import (
     TIE_MODELS,
@@ -32,7 +32,6 @@ from prefpred.rewards.models import (
     make_tie_model,
     oof_tie_scores,
     reward_folds,
-    save_tie_model,
 )
 
 CALIBRATOR_FILE = "calibrator.json"
@@ -104,9 +103,8 @@ def fit_reward_calibration(
         meta = {"scores_file": str(scores.file), "rows": len(scores), "n_folds": n_folds,
                 "seed": seed}
         for name, m in fitted.items():
-            save_tie_model(m, out / f"{name}.json", **meta)
-        save_tie_model(fitted[chosen], out / CALIBRATOR_FILE, chosen_by="out-of-fold log loss",
-                       **meta)
+            m.save(out / f"{name}.json", **meta)
+        fitted[chosen].save(out / CALIBRATOR_FILE, chosen_by="out-of-fold log loss", **meta)
         write_json_atomic(out / REPORT_FILE, {
             **meta, "chosen": chosen, "grouped_folds": scores.groups is not None,
             "scores": table.to_dicts(),
@@ -150,9 +148,5 @@ def apply_reward_calibration(model: TieModel, scores: RewardScores) -> np.ndarra
     return model.predict_proba(scores.margin, scores.features if feats else None)
 
 
-def load_report(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / REPORT_FILE).read_text())
-
-
 __all__ = ["RewardCalibration", "apply_reward_calibration", "fit_reward_calibration",
-           "load_report", "load_tie_model", "model_features", "resolve_model_path"]
+           "load_tie_model", "model_features", "resolve_model_path"]

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from prefpred.data.adapters import ONEHOT_KAGGLE, _labels_from_onehot, labels_from_column
+from prefpred.data.mapped import labels_from_column, labels_from_onehot
 from prefpred.data.raw import read_records
 from prefpred.errors import DataError
 from prefpred.io import atomic_path
-from prefpred.labels import CLASSES, N_CLASSES
+from prefpred.labels import KAGGLE_COLUMNS, N_CLASSES
 
 LABEL_COLUMNS = ("label", "winner")
-PROBA_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 
 
 @dataclass
@@ -100,13 +99,13 @@ def read_scores(path: str | Path, *, require_labels: bool = False,
     if label_col is not None:
         y = labels_from_column(raw[label_col], None, file, label_col).to_numpy().astype(np.int64)
     else:
-        onehot = _labels_from_onehot(raw, ONEHOT_KAGGLE, file)
+        onehot = labels_from_onehot(raw, KAGGLE_COLUMNS, file)
         if onehot is not None:
             y = onehot.to_numpy().astype(np.int64)
     if y is None and require_labels:
         raise DataError("no labels to fit on", file=file, column="label",
                         fix="add a 'label' column (A / B / tie, or 0 / 1 / 2) or the one-hot "
-                            f"columns {list(ONEHOT_KAGGLE)}")
+                            f"columns {list(KAGGLE_COLUMNS)}")
     groups = None
     if "group" in raw.columns:
         g = raw["group"].cast(pl.String)
@@ -143,8 +142,4 @@ def probability_frame(ids: list[str], proba: np.ndarray) -> pl.DataFrame:
         raise ValueError(f"probabilities of shape {proba.shape} for {len(ids)} ids")
     proba = proba / proba.sum(1, keepdims=True)
     return pl.DataFrame({"id": pl.Series(ids, dtype=pl.String),
-                         **{c: proba[:, i] for i, c in enumerate(PROBA_COLUMNS)}})
-
-
-def label_names(y: np.ndarray) -> list[str]:
-    return [CLASSES[i] for i in np.asarray(y)]
+                         **{c: proba[:, i] for i, c in enumerate(KAGGLE_COLUMNS)}})

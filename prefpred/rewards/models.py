@@ -12,7 +12,8 @@ add one, all fitted by maximum likelihood on a convex negative log-likelihood:
 
 ``b`` is the position bias (does the first response win more often at equal rewards); set
 ``position_bias=False`` to fix it at 0. :func:`oof_tie_scores` compares the models by
-out-of-fold log loss; :func:`save_tie_model` / :func:`load_tie_model` round-trip them as JSON.
+out-of-fold log loss; they are saved and loaded through :class:`prefpred.saved.SavedEstimator`
+(a loaded model is validated: Rao-Kupper's ``eta`` must be positive, a fixed position bias 0).
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
+from prefpred.data.folds import out_of_fold, split_folds
 from prefpred.errors import ConfigError, DataError
-from prefpred.io import write_json_atomic
 from prefpred.labels import CLASSES, N_CLASSES, TIE, A, B, check_labels_and_weights
-from prefpred.metrics import log_loss, softmax
-from prefpred.models.base import log_softmax
-from prefpred.registry import instantiate, read_artifact
+from prefpred.metrics import log_loss
+from prefpred.probabilities import log_softmax, sample_labels, softmax
+from prefpred.saved import SavedEstimator, Spec
 
-FORMAT_VERSION = 1
 _MIN_ETA = 1e-6
 
 
@@ -61,16 +61,23 @@ def _scale(values: np.ndarray) -> float:
     return s if s > 1e-12 else 1.0
 
 
-class TieModel:
-    """Base class. ``fit(margin, y, sample_weight=None, features=None)``; ``predict_proba``.
+class TieModel(SavedEstimator):
+    """Base class. ``fit(margin, y, sample_weight=None, features=None)``;
+    ``predict_logits(margin, features=None)`` (log-probabilities (n, 3)).
 
     Subclasses define ``_param_names``, ``_initial(m, y, w, x)``, ``_log_proba(theta, m, x)`` and
-    ``_nll_grad(theta, m, x, y, w) -> (value, grad)`` on standardised inputs, and ``_bounds``.
+    ``_nll_grad(theta, m, x, y, w) -> (value, grad)`` on standardised inputs, and ``_bounds``
+    (which hold for the raw coefficients too, and are checked when a model is loaded).
     """
 
-    name: ClassVar[str] = ""
+    kind = "tie-model"
+    what = "tie model"
+    registry: ClassVar[dict[str, type[SavedEstimator]]] = {}
+    _state = {"coef_": Spec(ndim=1)}
 
     def __init__(self, position_bias: bool = True) -> None:
+        if not isinstance(position_bias, bool):
+            raise ConfigError(f"position_bias must be true or false, got {position_bias!r}")
         self.position_bias = position_bias
         self.coef_: np.ndarray | None = None  # in the units of the raw margin and features
         self.n_iter_: int | None = None
@@ -103,18 +110,20 @@ class TieModel:
         return 0
 
     # -- public
-    def get_params(self) -> dict[str, Any]:
-        return {"position_bias": self.position_bias}
-
     @property
     def params_(self) -> dict[str, float]:
         """Fitted parameters by name, in raw margin units."""
         self._check_fitted()
         return dict(zip(self._param_names(), map(float, self.coef_), strict=True))
 
-    def _check_fitted(self) -> None:
-        if self.coef_ is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted")
+    def _check_state(self) -> None:
+        names = self._param_names()
+        if self.coef_.shape != (len(names),):
+            raise ValueError(f"coef_ needs {len(names)} values ({', '.join(names)}), got "
+                             f"{len(self.coef_)}")
+        for name, value, (lo, hi) in zip(names, self.coef_, self._bounds(), strict=True):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ValueError(f"{name} = {value:g} is outside [{lo}, {hi}]")
 
     def fit(self, margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
             features: np.ndarray | None = None) -> TieModel:
@@ -133,32 +142,24 @@ class TieModel:
         self.n_iter_ = int(res.nit)
         return self
 
-    def predict_log_proba(self, margin: np.ndarray, features: np.ndarray | None = None
-                          ) -> np.ndarray:
+    def predict_logits(self, margin: np.ndarray, features: np.ndarray | None = None
+                       ) -> np.ndarray:
+        """Log-probabilities (n, 3): logits in prefpred's class order, ready for stacking."""
         self._check_fitted()
         m, _, _, x = _check(margin, features=features, n_features=self.n_features)
         return self._log_proba(self._from_raw(self.coef_, np.ones(1 + x.shape[1])), m, x)
-
-    def predict_proba(self, margin: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        return np.exp(self.predict_log_proba(margin, features))
-
-    def predict_logits(self, margin: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        """Log-probabilities (n, 3): logits in prefpred's class order, ready for stacking."""
-        return self.predict_log_proba(margin, features)
 
     def nll(self, margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
             features: np.ndarray | None = None) -> float:
         """Weighted mean negative log-likelihood (the fitted objective, unclipped)."""
         m, y, w, x = _check(margin, y, sample_weight, features, self.n_features)
-        lp = self.predict_log_proba(m, x)[np.arange(len(m)), y]
+        lp = self.predict_logits(m, x)[np.arange(len(m)), y]
         return float(-(w * lp).sum() / w.sum())
 
     def simulate(self, margin: np.ndarray, features: np.ndarray | None = None,
                  seed: int = 0) -> np.ndarray:
         """Labels drawn from the model's own probabilities (for checks and power studies)."""
-        p = self.predict_proba(margin, features)
-        u = np.random.default_rng(seed).random(len(p))
-        return (u[:, None] > np.cumsum(p, axis=1)).sum(1).clip(0, N_CLASSES - 1)
+        return sample_labels(self.predict_proba(margin, features), seed)
 
     def _free(self) -> np.ndarray:
         """Which parameters are fitted (False: fixed by an option, e.g. no position bias)."""
@@ -188,22 +189,6 @@ class TieModel:
         se = np.zeros(len(theta))
         se[free] = np.sqrt(np.clip(np.diag(np.linalg.pinv(hess)), 0, None))
         return dict(zip(self._param_names(), map(float, se), strict=True))
-
-    def to_dict(self) -> dict[str, Any]:
-        self._check_fitted()
-        return {"kind": "tie-model", "format_version": FORMAT_VERSION, "model": self.name,
-                "params": self.get_params(), "coef": self.params_}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TieModel:
-        obj = cls(**data.get("params", {}))
-        names = obj._param_names()
-        coef = data["coef"]
-        missing = [n for n in names if n not in coef]
-        if missing:
-            raise KeyError(f"coefficients {missing} missing")
-        obj.coef_ = np.array([float(coef[n]) for n in names])
-        return obj
 
 
 class _MarginModel(TieModel):
@@ -321,13 +306,16 @@ class MultinomialTie(TieModel):
     def __init__(self, position_bias: bool = True, features: Sequence[str] = (),
                  abs_margin: bool = True, l2: float = 0.0) -> None:
         super().__init__(position_bias)
+        if isinstance(features, str) or not all(isinstance(f, str) for f in features):
+            raise ConfigError(f"features must be a list of column names, got {features!r}")
+        if not isinstance(abs_margin, bool):
+            raise ConfigError(f"abs_margin must be true or false, got {abs_margin!r}")
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not np.isfinite(l2) \
+                or l2 < 0:
+            raise ConfigError(f"l2 must be a finite number >= 0, got {l2!r}")
         self.features = list(features)
         self.abs_margin = abs_margin
         self.l2 = l2
-
-    def get_params(self) -> dict[str, Any]:
-        return {"position_bias": self.position_bias, "features": list(self.features),
-                "abs_margin": self.abs_margin, "l2": self.l2}
 
     @property
     def n_features(self) -> int:
@@ -401,6 +389,12 @@ class MultinomialTie(TieModel):
         grad[:, 1:] += 2 * self.l2 * wmat[:, 1:]
         return float(-(w * lp[rows, y]).sum() + pen), grad.ravel()
 
+    def _check_state(self) -> None:
+        super()._check_state()
+        k = len(self._columns())
+        if not self.position_bias and self.coef_[k] != self.coef_[0]:
+            raise ValueError("without a position bias both intercepts must be equal")
+
     def fit(self, margin, y, sample_weight=None, features=None) -> MultinomialTie:
         super().fit(margin, y, sample_weight, features)
         if not self.position_bias:
@@ -409,27 +403,16 @@ class MultinomialTie(TieModel):
         return self
 
 
-TIE_MODELS: dict[str, type[TieModel]] = {c.name: c for c in (RaoKupper, Davidson, MultinomialTie)}
+TIE_MODELS = TieModel.registry
 
 
 def make_tie_model(name: str, **params: Any) -> TieModel:
-    return instantiate(TIE_MODELS, name, "tie model", params)
-
-
-def save_tie_model(model: TieModel, path: str | Path, **meta: Any) -> Path:
-    write_json_atomic(path, {**model.to_dict(), **({"meta": meta} if meta else {})})
-    return Path(path)
+    return TieModel.create(name, **params)
 
 
 def load_tie_model(path: str | Path) -> TieModel:
-    data = read_artifact(path, "tie-model", "tie model")
-    name = data.get("model")
-    if name not in TIE_MODELS:
-        raise DataError(f"unknown tie model {name!r}", file=path, column="model")
-    try:
-        return TIE_MODELS[name].from_dict(data)
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataError(f"malformed tie model ({err})", file=path) from None
+    """Read and validate a tie model written by :meth:`TieModel.save`."""
+    return TieModel.load(path)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -444,8 +427,6 @@ def uncalibrated_logits(margin: np.ndarray) -> np.ndarray:
 def reward_folds(y: np.ndarray, groups: np.ndarray | None = None, n_folds: int = 5,
                  seed: int = 0) -> np.ndarray:
     """Fold ids for comparing tie models: stratified by label, grouped when groups are given."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
     y = np.asarray(y)
     if n_folds < 2:
         raise ConfigError(f"need at least 2 folds, got {n_folds}")
@@ -454,14 +435,7 @@ def reward_folds(y: np.ndarray, groups: np.ndarray | None = None, n_folds: int =
     if groups is not None and len(np.unique(groups)) < n_folds:
         raise DataError(f"only {len(np.unique(groups))} distinct groups for {n_folds} folds",
                         column="group", fix="use fewer --folds or drop the 'group' column")
-    folds = np.full(len(y), -1, dtype=np.int64)
-    if groups is None:
-        split = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(y, y)
-    else:
-        split = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(y, y, groups)
-    for k, (_, test) in enumerate(split):
-        folds[test] = k
-    return folds
+    return split_folds(y, groups, n_folds, seed)
 
 
 def oof_tie_logits(name: str, margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
@@ -472,15 +446,14 @@ def oof_tie_logits(name: str, margin: np.ndarray, y: np.ndarray, folds: np.ndarr
     ``features`` are the values (n, p) of the columns that ``params["features"]`` names.
     """
     m, y, w, _ = _check(margin, y, sample_weight)
-    folds = np.asarray(folds)
-    out = np.empty((len(m), N_CLASSES))
     x = None if features is None else np.asarray(features, dtype=np.float64).reshape(len(m), -1)
-    for k in np.unique(folds):
-        test = folds == k
+
+    def fit_predict(_k: int, train: np.ndarray, held: np.ndarray) -> np.ndarray:
         model = make_tie_model(name, **dict(params or {}))
-        model.fit(m[~test], y[~test], w[~test], None if x is None else x[~test])
-        out[test] = model.predict_log_proba(m[test], None if x is None else x[test])
-    return out
+        model.fit(m[train], y[train], w[train], None if x is None else x[train])
+        return model.predict_logits(m[held], None if x is None else x[held])
+
+    return out_of_fold(folds, fit_predict)
 
 
 def oof_tie_scores(margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
@@ -500,12 +473,12 @@ def oof_tie_scores(margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
         results[name] = {"log_loss": log_loss(y, softmax(logits)), "logits": logits}
 
     add("uncalibrated", uncalibrated_logits(m))
-    prior = np.empty((len(m), N_CLASSES))
-    for k in np.unique(folds):
-        test = np.asarray(folds) == k
-        counts = np.bincount(y[~test], weights=w[~test], minlength=N_CLASSES) + 1.0
-        prior[test] = np.log(counts / counts.sum())
-    add("prior", prior)
+
+    def prior(_k: int, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+        counts = np.bincount(y[train], weights=w[train], minlength=N_CLASSES) + 1.0
+        return np.tile(np.log(counts / counts.sum()), (len(held), 1))
+
+    add("prior", out_of_fold(folds, prior))
     for name in models:
         params: dict[str, Any] = {"position_bias": position_bias}
         feats = None

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefpred.models.backbone.config import BackboneConfig, load_run_config, resolve_backbone
+from prefpred.models.backbone.config import BackboneConfig, load_backbone_config, resolve_backbone
 
-__all__ = ["BackboneConfig", "BackboneModel", "load_run_config", "resolve_backbone"]
+__all__ = ["BackboneConfig", "BackboneModel", "load_backbone_config", "resolve_backbone"]
 
 
 def __getattr__(name: str) -> Any:

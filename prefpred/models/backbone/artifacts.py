@@ -88,7 +88,8 @@ def save_artifact(model, path: str | Path) -> Path:
     return path
 
 
-def read_artifact(path: str | Path) -> dict[str, Any]:
+def read_artifact_info(path: str | Path) -> dict[str, Any]:
+    """The checked ``prefpred_config.json`` of a saved backbone artifact folder."""
     path = Path(path)
     file = path / CONFIG_FILE
     if not file.exists():

@@ -1,4 +1,5 @@
-"""Batches: token-budget batches for inference, swap-paired batches for training, padding.
+"""Batches: token-budget batches for inference, swap-paired batches for training, padding, and
+the collators that turn a training batch's rows into tensors.
 
 A *token budget* bounds ``rows x longest row`` of a batch (the padded size a device sees), not a
 row count: sorted by length, short sequences travel in large batches and long ones in small
@@ -9,6 +10,7 @@ orientations are in the same optimizer step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -123,3 +125,58 @@ class Sequences:
         src = (starts[:, None] + cols)[mask]
         ids[mask] = self.flat[src]
         return ids, mask.astype(np.int64)
+
+
+@dataclass
+class _SideCollator:
+    """Rows of a training batch, once per side (a pair, then its swap): targets and weights."""
+
+    targets: list  # per side: (n, 3) float tensor
+    weights: Any  # (n,) float tensor
+
+    def _labels(self, rows: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        return {"targets": torch.cat([t[rows] for t in self.targets]),
+                "weights": self.weights[rows].repeat(len(self.targets))}
+
+
+@dataclass
+class TokenCollator(_SideCollator):
+    """Token sequences of every side padded to the batch's longest (one tensor for all sides),
+    with the length features of the head when it takes them."""
+
+    seqs: list[Sequences] = None  # per side
+    pad_id: int = 0
+    extra: list | None = None  # per side: (n, k) float tensor, or None
+
+    def __call__(self, rows: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        lengths = np.concatenate([s.lengths[rows] for s in self.seqs])
+        width = int(lengths.max())
+        ids = np.full((len(lengths), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(lengths), width), dtype=np.int64)
+        offset = 0
+        for s in self.seqs:
+            part_ids, part_mask = s.pad(rows, self.pad_id)
+            ids[offset:offset + len(rows), :part_ids.shape[1]] = part_ids
+            mask[offset:offset + len(rows), :part_ids.shape[1]] = part_mask
+            offset += len(rows)
+        inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if self.extra is not None:
+            inputs["extra"] = torch.cat([e[rows] for e in self.extra])
+        return {"inputs": inputs, **self._labels(rows)}
+
+
+@dataclass
+class FeatureCollator(_SideCollator):
+    """Precomputed feature rows of every side (a frozen backbone's embeddings) for the head."""
+
+    features: list = None  # per side: (n, d) float tensor
+
+    def __call__(self, rows: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        return {"inputs": {"x": torch.cat([f[rows] for f in self.features])},
+                **self._labels(rows)}

@@ -219,8 +219,8 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
 
 
-def load_run_config(name_or_path: str | Path) -> dict[str, Any]:
-    """Parameters of a run from a TOML file, or from a named preset in ``configs/``.
+def load_backbone_config(name_or_path: str | Path) -> dict[str, Any]:
+    """Backbone parameters from a TOML file, or from a named preset in ``configs/``.
 
     The file holds :class:`BackboneConfig` keys, flat or under ``[params]``; they are checked.
     """
@@ -244,21 +244,3 @@ def load_run_config(name_or_path: str | Path) -> dict[str, Any]:
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     return params
-
-
-def apply_cli_options(model: str, params: dict[str, Any], backbone: str | None,
-                      config: str | None) -> tuple[str, dict[str, Any]]:
-    """``--backbone`` / ``--config`` of ``cv`` and ``submit``: they select the backbone model
-    (the default ``--model``) and add parameters; precedence: config < --params / --param <
-    --backbone."""
-    if backbone is None and config is None:
-        return model, params
-    if model == "prior":  # the CLI default: --backbone / --config mean the backbone model
-        model = "backbone"
-    if model != "backbone":
-        raise ConfigError(f"--backbone and --config are options of --model backbone, not "
-                          f"--model {model}")
-    merged = {**(load_run_config(config) if config else {}), **params}
-    if backbone is not None:
-        merged["backbone"] = backbone
-    return model, merged

@@ -36,7 +36,12 @@ from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
 from prefpred.labels import N_CLASSES
 from prefpred.models.backbone import artifacts, network, render
-from prefpred.models.backbone.batching import Sequences, swap_paired_batches
+from prefpred.models.backbone.batching import (
+    FeatureCollator,
+    Sequences,
+    TokenCollator,
+    swap_paired_batches,
+)
 from prefpred.models.backbone.config import BackboneConfig, BackboneSource, resolve_backbone
 from prefpred.models.backbone.inference import EmbeddingCache, run_batches
 from prefpred.models.backbone.train import TrainData, TrainLog, train
@@ -108,7 +113,7 @@ class BackboneModel:
         """A saved artifact, ready to predict. ``overrides`` may change where and how it predicts
         (``device``, ``infer_tokens``, ``swap_average``, ``backbone`` for a moved base model)."""
         path = Path(path)
-        info = artifacts.read_artifact(path)
+        info = artifacts.read_artifact_info(path)
         bad = sorted(set(overrides) - set(artifacts.RUNTIME_KEYS) - {"progress"})
         if bad:
             raise ConfigError(f"cannot change {bad} when loading an artifact (only "
@@ -130,7 +135,7 @@ class BackboneModel:
         cfg = self.config
         saved = None
         if artifact is not None:
-            saved = artifacts.read_artifact(artifact)
+            saved = artifacts.read_artifact_info(artifact)
             artifacts.check_compatible(saved["params"], cfg.to_dict(), artifact,
                                        as_is=cfg.epochs == 0 and not cfg.max_steps)
         self._device = network.resolve_device(cfg.device)
@@ -244,22 +249,8 @@ class BackboneModel:
             return swap_paired_batches(pair_lengths, cfg.train_tokens, cfg.max_batch_pairs,
                                        seed=cfg.seed, epoch=epoch, copies=len(sides))
 
-        def collate(rows: np.ndarray) -> dict[str, Any]:
-            lengths = np.concatenate([s.lengths[rows] for s in seqs])
-            width = int(lengths.max())
-            ids = np.full((len(lengths), width), pad_id, dtype=np.int64)
-            mask = np.zeros((len(lengths), width), dtype=np.int64)
-            offset = 0
-            for s in seqs:
-                part_ids, part_mask = s.pad(rows, pad_id)
-                ids[offset:offset + len(rows), :part_ids.shape[1]] = part_ids
-                mask[offset:offset + len(rows), :part_ids.shape[1]] = part_mask
-                offset += len(rows)
-            inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-            if cfg.length_features:
-                inputs["extra"] = torch.cat([e[rows] for e in extra])
-            return {"inputs": inputs, "targets": torch.cat([t[rows] for t in targets]),
-                    "weights": weights[rows].repeat(len(sides))}
+        collate = TokenCollator(targets, weights, seqs=seqs, pad_id=pad_id,
+                                extra=extra if cfg.length_features else None)
 
         key = self._run_key(table)
         log = train(self._net, self._param_groups(self._net), TrainData(batches_for_epoch, collate),
@@ -392,10 +383,7 @@ class BackboneModel:
                                        cfg.max_batch_pairs, seed=cfg.seed, epoch=epoch,
                                        copies=len(sides))
 
-        def collate(rows: np.ndarray) -> dict[str, Any]:
-            return {"inputs": {"x": torch.cat([f[rows] for f in feats])},
-                    "targets": torch.cat([t[rows] for t in targets]),
-                    "weights": weights[rows].repeat(len(sides))}
+        collate = FeatureCollator(targets, weights, features=feats)
 
         head = self._net.head
         head.train()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefpred.data.adapters import FORMATS, load_table
+from prefpred.data.formats import FORMATS, load_table
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
 from prefpred.labels import CLASSES

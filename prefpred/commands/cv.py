@@ -1,0 +1,59 @@
+"""``prefpred cv``: grouped K-fold cross-validation of one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prefpred.cli import (
+    Backbone,
+    BackboneConfig,
+    Competition,
+    Data,
+    Folds,
+    Format,
+    Model,
+    Param,
+    ParamsFile,
+    RunDir,
+    Seed,
+    Strict,
+    model_from_options,
+)
+
+
+def cv_command(
+    competition: Competition,
+    model: Model = None,
+    data: Data = None,
+    format: Format = None,
+    folds: Folds = None,
+    only_fold: Annotated[list[int] | None, typer.Option("--only-fold", help="Run only this fold "
+                                                        "(repeatable).")] = None,
+    seed: Seed = None,
+    param: Param = None,
+    params: ParamsFile = None,
+    run_dir: RunDir = Path("runs"),
+    resume: Annotated[bool, typer.Option("--resume/--no-resume")] = True,
+    strict: Strict = False,
+    backbone: Backbone = None,
+    config: BackboneConfig = None,
+) -> None:
+    """Grouped K-fold cross-validation: out-of-fold scores overall and per source."""
+    from prefpred.competitions import load_competition
+    from prefpred.metrics import format_scores
+    from prefpred.stages import cross_validate
+
+    comp = load_competition(competition)
+    model, model_params = model_from_options(model, param, params, backbone, config)
+    table = comp.load_train(data, format, strict=strict)
+    result = cross_validate(table, comp, model, model_params, run_dir=run_dir / comp.name,
+                            n_folds=folds, seed=seed, only_folds=only_fold, resume=resume)
+    typer.echo(format_scores(result.scores, title=f"{comp.name} / {model}: out-of-fold scores"))
+    typer.echo(f"out-of-fold logits: {result.run_dir / 'oof.parquet'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cv")(cv_command)

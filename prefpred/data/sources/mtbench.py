@@ -1,0 +1,92 @@
+"""FastChat MT-Bench human judgments, joined with the questions and the models' answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from prefpred.data.mapped import finish_table, labels_from_column, require_columns
+from prefpred.data.raw import read_jsonl
+from prefpred.data.table import TURNS, PreferenceTable, Quirks, group_keys_from_prompt
+from prefpred.errors import DataError
+from prefpred.labels import LABEL_WORDS, TIE
+
+#: FastChat's winner words: the usual vocabulary plus its two kinds of tie.
+_MT_WINNER = {**LABEL_WORDS, "tie (inconsistent)": TIE, "tie (bothbad)": TIE}
+
+
+def _mt_bench_files(path: Path) -> tuple[Path, Path, Path]:
+    if path.is_dir():
+        judgments = sorted(path.glob("human_judgments*.jsonl")) or sorted(path.glob("*judgment*.jsonl"))
+        if not judgments:
+            raise DataError("no human_judgments*.jsonl in the MT-Bench folder", file=path)
+        judg = judgments[0]
+        base = path
+    else:
+        judg, base = path, path.parent
+    question, answers = base / "question.jsonl", base / "model_answer"
+    if not question.exists():
+        raise DataError("MT-Bench needs question.jsonl beside the judgments", file=question)
+    if not answers.is_dir():
+        raise DataError("MT-Bench needs a model_answer/ folder beside the judgments", file=answers)
+    return judg, question, answers
+
+
+def read_mt_bench(path: str | Path, *, source: str = "mt-bench-human", strict: bool = False
+                  ) -> PreferenceTable:
+    """FastChat MT-Bench human judgments joined with questions and model answers.
+
+    Each vote is one row (several judges vote on the same pair). A ``turn`` field of 2 makes a
+    two-turn prompt. The fold group is the question, so one question never crosses folds.
+    """
+    judg, question_file, answer_dir = _mt_bench_files(Path(path))
+    quirks = Quirks()
+    votes = read_jsonl(judg, quirks=quirks, strict=strict)
+    require_columns(votes, ["question_id", "model_a", "model_b", "winner"], judg)
+    questions = read_jsonl(question_file, quirks=quirks, strict=strict)
+    require_columns(questions, ["question_id", "turns"], question_file)
+    q_turns = dict(zip(questions["question_id"].cast(pl.Int64).to_list(),
+                       questions["turns"].to_list(), strict=True))
+    answers: dict[tuple[str, int], list[str]] = {}
+    for file in sorted(answer_dir.glob("*.jsonl")):
+        for i, rec in enumerate(read_jsonl(file, quirks=quirks, strict=strict).to_dicts(), 1):
+            try:
+                answers[(rec.get("model_id") or file.stem, int(rec["question_id"]))] = \
+                    rec["choices"][0]["turns"]
+            except (KeyError, IndexError, TypeError):
+                raise DataError("expected question_id and choices[0].turns", file=file,
+                                row=i) from None
+    turn_col = (votes["turn"].cast(pl.Int64, strict=False).fill_null(1).to_list()
+                if "turn" in votes.columns else [1] * votes.height)
+    judges = votes["judge"].cast(pl.String).to_list() if "judge" in votes.columns else [""] * votes.height
+    rows: dict[str, list] = {k: [] for k in ("id", "prompt", "response_a", "response_b", "model_a",
+                                             "model_b", "first_turn")}
+    for i, (qid, ma, mb, judge, turn) in enumerate(zip(
+            votes["question_id"].cast(pl.Int64).to_list(), votes["model_a"].to_list(),
+            votes["model_b"].to_list(), judges, turn_col, strict=True), 1):
+        if qid not in q_turns:
+            raise DataError(f"question {qid} is not in {question_file.name}", file=judg, row=i,
+                            column="question_id")
+        if turn not in (1, 2):
+            raise DataError(f"turn {turn} is not 1 or 2", file=judg, row=i, column="turn")
+        for col, model in (("model_a", ma), ("model_b", mb)):
+            if (model, qid) not in answers:
+                raise DataError(f"no answer by {model} to question {qid} in {answer_dir}",
+                                file=judg, row=i, column=col)
+        rows["id"].append(f"mtbench-q{qid}-t{turn}-{ma}-vs-{mb}-{judge or i}")
+        rows["prompt"].append(q_turns[qid][:turn])
+        rows["response_a"].append(answers[(ma, qid)][:turn])
+        rows["response_b"].append(answers[(mb, qid)][:turn])
+        rows["model_a"].append(ma)
+        rows["model_b"].append(mb)
+        rows["first_turn"].append(q_turns[qid][:1])
+    label = labels_from_column(votes["winner"], _MT_WINNER, judg, "winner")
+    df = pl.DataFrame({k: v for k, v in rows.items()},
+                      schema_overrides={"prompt": TURNS, "response_a": TURNS, "response_b": TURNS,
+                                        "first_turn": TURNS})
+    # Group by the question's first turn, normalised exactly like every other prompt, so that
+    # the same question in another source (Auto-J reuses MT-Bench questions) shares the group.
+    group = group_keys_from_prompt(df.select(pl.col("first_turn").alias("prompt")))
+    df = df.drop("first_turn").with_columns(label=label, group=group, language=pl.lit("en"))
+    return finish_table(df, source=source, file=judg, quirks=quirks)

@@ -1,0 +1,226 @@
+"""``prefpred run CONFIG.toml``: base models through CV, stack, calibrate, refit, predict the test
+file, write and validate the submission, and write an HTML report.
+
+Stages and what is reused on a re-run (everything lives under the run's ``out_dir``):
+
+1. data      the training table, and the test table (a file, or a grouped hold-out split of the
+             training data whose labels are kept apart for scoring)
+2. base      per base model: grouped K-fold out-of-fold logits (``cv/<label>/``, one file per fold,
+             resumed after an interrupt) and the model refitted on all training rows predicting
+             the test table (``test/<label>.parquet``, reused while model, parameters and data
+             are unchanged)
+3. stack     stackers and blends over the out-of-fold logits, scored by nested CV; the chosen
+             one refitted on all out-of-fold rows and applied to the test logits
+4. calibrate calibrators scored out of fold; the chosen one fitted on all out-of-fold rows
+5. submit    the submission written atomically, validated, with provenance
+6. report    ``report.html``: scores per model and source, reliability diagrams, loss by length,
+             confusion matrix, feature importances, timings
+
+Stages 3-6 take seconds and are recomputed on every run; stage 2 is where the time goes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from prefpred.run_config import RunConfig, read_run_config
+
+
+# --------------------------------------------------------------------------- stages
+@dataclass
+class RunResult:
+    config: RunConfig
+    submission: Path
+    report: Path
+    final_method: str  # e.g. "stack:logistic + temperature"
+    oof_scores: pl.DataFrame  # model, calibration, group, metrics...
+    final_oof_log_loss: float
+    holdout_scores: pl.DataFrame | None
+    timings: dict[str, float]
+
+
+def _load_tables(cfg: RunConfig, say):
+    """(competition, train table, test table, test labels table or None, test file path)."""
+    from prefpred.competitions import load_competition
+    from prefpred.data.export import split_holdout, write_kaggle_csv
+
+    comp = load_competition(cfg.competition)
+    sub_comp = load_competition(cfg.submission_competition)
+    train = comp.load_train(list(cfg.train) or None)
+    if cfg.holdout is not None:
+        h = cfg.holdout
+        train, held = split_holdout(train, source=h.source, fraction=h.fraction, seed=h.seed)
+        data_dir = cfg.out_dir / "data"
+        test_path = data_dir / "test.csv"
+        write_kaggle_csv(held, test_path, with_labels=False)
+        write_kaggle_csv(held, data_dir / "test_labelled.csv", with_labels=True)
+        test = sub_comp.load_test(test_path)
+        say(f"hold-out: {len(held)} test rows ({h.source or 'all sources'}), "
+            f"{len(train)} training rows")
+        return comp, sub_comp, train, test, held, test_path
+    test_path = Path(cfg.test)
+    test = sub_comp.load_test(test_path)
+    labels = test if test.is_labelled else None
+    return comp, sub_comp, train, test, labels, test_path
+
+
+def _base_models(cfg, comp, train, test, say) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
+    """Out-of-fold runs and test logits of every base model (reused when unchanged)."""
+    from prefpred.stages import cross_validate, fit_predict
+
+    oof_dirs: dict[str, Path] = {}
+    test_logits: dict[str, np.ndarray] = {}
+    for spec in cfg.models:
+        t0 = time.perf_counter()
+        res = cross_validate(train, comp, spec.name, spec.params, run_dir=cfg.out_dir / "cv",
+                             n_folds=cfg.folds, seed=cfg.seed, label=spec.label)
+        oof_dirs[spec.label] = res.run_dir
+        say(f"{spec.label}: out-of-fold log loss {res.log_loss:.4f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+        test_logits[spec.label] = fit_predict(
+            train, test, spec.name, spec.params, work_dir=cfg.out_dir / "fit" / spec.label,
+            cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say, label=spec.label)
+    return oof_dirs, test_logits
+
+
+def _stack_features(cfg: RunConfig, table):
+    from prefpred.features.lengths import length_features
+
+    return length_features(table) if cfg.stack_features == "length" else None
+
+
+def _choose(scores: pl.DataFrame, models: list[str], calibrations: list[str]) -> tuple[str, str]:
+    overall = scores.filter((pl.col("group") == "ALL") & pl.col("model").is_in(models)
+                            & pl.col("calibration").is_in(calibrations))
+    best = overall.sort("log_loss").row(0, named=True)
+    return best["model"], best["calibration"]
+
+
+def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> RunResult:
+    """Run every stage of a configuration; see the module docstring."""
+    from prefpred.calibration import calibrate_out_of_fold, make_calibrator
+    from prefpred.features.lengths import pair_lengths
+    from prefpred.io import write_json_atomic
+    from prefpred.metrics import score_by
+    from prefpred.oof import align_by_id, join_oof
+    from prefpred.probabilities import softmax
+    from prefpred.stack import BLEND, evaluate, fit_stacker, stack_label, stacker_of
+    from prefpred.stages import build_provenance
+    from prefpred.submission import write_submission
+
+    cfg = config if isinstance(config, RunConfig) else read_run_config(config)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    t0 = time.perf_counter()
+    comp, sub_comp, train, test, labelled_test, test_path = _load_tables(cfg, say)
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    oof_dirs, test_logits = _base_models(cfg, comp, train, test, say)
+    timings["base models"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- stack
+    t0 = time.perf_counter()
+    data = join_oof(oof_dirs, features=_stack_features(cfg, train))
+    lengths = align_by_id(pl.DataFrame({"id": train.ids, "n": pair_lengths(train)}), data.ids,
+                          missing="has no training row")["n"].to_numpy()
+    base_labels = [m.label for m in cfg.models]
+    candidates = [] if cfg.stack == "none" else (
+        list(cfg.stack_candidates) if cfg.stack == "auto" else [cfg.stack])
+    if len(base_labels) == 1:
+        candidates = [c for c in candidates if c != BLEND]
+    cal_candidates = (["none"] if cfg.calibration == "none" else
+                      list(cfg.calibration_candidates) if cfg.calibration == "auto"
+                      else [cfg.calibration])
+    report = evaluate(data, stackers=candidates, calibrations=["none", *cal_candidates],
+                      lengths=lengths, progress=progress)
+    pool = [stack_label(c) for c in candidates] if candidates else base_labels
+    # "auto" may also keep the uncalibrated output: out-of-fold calibration can lose a little
+    allowed = ["none", *cal_candidates] if cfg.calibration == "auto" else cal_candidates
+    final_model, final_cal = _choose(report.scores, pool, allowed)
+    timings["stack + calibrate (out of fold)"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- refit stack + calibrator
+    t0 = time.perf_counter()
+    stacker = None
+    if final_model in base_labels:
+        final_oof = data.logits[final_model]
+        final_test = test_logits[final_model]
+    else:
+        stacker = fit_stacker(stacker_of(final_model), data)
+        final_oof = report.oof_logits[final_model]
+        final_test = stacker.predict_logits(test_logits, _stack_features(cfg, test))
+    calibrator = make_calibrator(final_cal)
+    calibrator.fit(final_oof, data.y, lengths=lengths)
+    test_proba = calibrator.predict_proba(final_test, lengths=pair_lengths(test))
+    oof_calibrated = (final_oof if final_cal == "none" else calibrate_out_of_fold(
+        final_oof, data.y, data.folds, final_cal, lengths=lengths))
+    model_dir = cfg.out_dir / "final"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if stacker is not None:
+        stacker.save(model_dir / "stacker.json")
+    calibrator.save(model_dir / "calibrator.json")
+    timings["refit stack + calibrator"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- submission
+    t0 = time.perf_counter()
+    final_oof_scores = score_by(data.y, softmax(oof_calibrated), data.sources)
+    final_ll = float(final_oof_scores.filter(pl.col("group") == "ALL")["log_loss"][0])
+    submission = cfg.submission or (cfg.out_dir / "submission.csv")
+    provenance = build_provenance(
+        test_paths=[test_path],
+        train_paths=list(cfg.train) or [s.resolve() for s in comp.train],
+        train=train, test=test, run_config=cfg.to_json(),
+        final={"model": final_model, "calibration": final_cal, "oof_log_loss": final_ll},
+        base_models=[{"label": m.label, "model": m.name, "params": m.params}
+                     for m in cfg.models],
+        cv_scores=report.scores.filter(pl.col("group") == "ALL").to_dicts())
+    write_submission(submission, test, test_proba, sub_comp, provenance)
+    say(f"submission: {submission} ({len(test)} rows, validated)")
+    holdout_scores = None
+    if labelled_test is not None:
+        y_test = labelled_test.require_labels("scoring the test file")
+        holdout_scores = score_by(y_test, test_proba, labelled_test.column("source").to_numpy())
+    timings["submission"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- report
+    t0 = time.perf_counter()
+    from prefpred.report import write_report
+
+    report_path = cfg.report or (cfg.out_dir / "report.html")
+    write_report(
+        report_path,
+        config=cfg,
+        train=train,
+        data=data,
+        scores=report.scores,
+        oof_logits=report.oof_logits,
+        final_model=final_model,
+        final_calibration=final_cal,
+        final_oof_calibrated=oof_calibrated,
+        lengths=lengths,
+        holdout_scores=holdout_scores,
+        submission=submission,
+        timings=timings,
+        started=t_start,
+        calibrator=calibrator,
+        stacker=stacker,
+        work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models},
+    )
+    timings["report"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    write_json_atomic(cfg.out_dir / "run.json", {
+        "final": {"model": final_model, "calibration": final_cal, "oof_log_loss": final_ll},
+        "timings_s": timings, "submission": str(submission), "report": str(report_path),
+        "holdout": None if holdout_scores is None else holdout_scores.to_dicts(),
+    })
+    say(f"report: {report_path}")
+    return RunResult(cfg, submission, report_path, f"{final_model} + {final_cal}",
+                     report.scores, final_ll, holdout_scores, timings)

@@ -1,0 +1,242 @@
+"""The stages every command composes: cross-validate a model, fit it and predict a test table,
+record what made an output. ``prefpred cv``, ``prefpred submit`` and ``prefpred run`` call these
+and nothing else to train models; stages never import commands.
+
+- :func:`run_cv` / :func:`cross_validate`: grouped K-fold out-of-fold logits, one file per fold
+  (a run resumes after an interrupt), then ``oof.parquet`` (:mod:`prefpred.oof`) and
+  ``scores.json``.
+- :func:`fit_predict`: fit on all training rows, predict the test table; the test logits are
+  cached beside a key (model, parameters, training and test data) and reused while it matches.
+- :func:`build_provenance`: the record written beside every submission.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from prefpred.competitions import Competition
+from prefpred.data.folds import assign_folds, check_folds, out_of_fold
+from prefpred.data.table import PreferenceTable
+from prefpred.io import atomic_path, file_sha256, git_commit, write_json_atomic
+from prefpred.labels import LOGIT_COLUMNS
+from prefpred.metrics import score_by
+from prefpred.models.base import PreferenceModel, build_model, check_logits, set_work_dir
+from prefpred.oof import OOF_FILE, oof_frame, write_oof
+from prefpred.probabilities import softmax
+from prefpred.submission import write_submission
+
+
+# --------------------------------------------------------------------------- cross-validation
+@dataclass
+class CVResult:
+    name: str
+    oof_logits: np.ndarray  # (n, 3), row order of the table
+    folds: np.ndarray
+    scores: pl.DataFrame  # one row per source, then ALL
+    fold_scores: list[dict[str, float]]
+    run_dir: Path | None = None
+
+    @property
+    def log_loss(self) -> float:
+        return float(self.scores.filter(pl.col("group") == "ALL")["log_loss"][0])
+
+
+def _cv_key(name: str, params: dict[str, Any], fingerprint: str, folds: np.ndarray) -> dict:
+    return {
+        "model": name,
+        "params": json.loads(json.dumps(params, sort_keys=True, default=str)),
+        "table": fingerprint,
+        "folds": hashlib.sha256(np.asarray(folds, dtype=np.int64).tobytes()).hexdigest()[:16],
+    }
+
+
+def run_cv(
+    table: PreferenceTable,
+    make_model: Callable[[], PreferenceModel],
+    *,
+    name: str = "model",
+    n_folds: int = 5,
+    seed: int = 42,
+    folds: np.ndarray | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    only_folds: list[int] | None = None,
+) -> CVResult:
+    """Fit a fresh model on all but one fold, predict that fold, for every fold.
+
+    Each fold's logits are written to ``run_dir/<name>/fold_<k>.parquet`` as soon as it finishes
+    (a model with ``set_work_dir`` gets ``run_dir/<name>/fold_<k>_work/`` for checkpoints);
+    with ``resume=True`` a fold already written under the same model, parameters, data and folds
+    is read back instead of refitted. ``only_folds`` fits just those folds (the other rows of the
+    returned logits are NaN), e.g. a one-fold budget run of a slow model.
+    """
+    y = table.require_labels("cross-validation")
+    folds = assign_folds(table, n_folds, seed) if folds is None else np.asarray(folds)
+    check_folds(table, folds)
+    fold_ids = sorted(set(folds.tolist()))
+    todo = fold_ids if only_folds is None else [k for k in fold_ids if k in set(only_folds)]
+    params = make_model().get_params()
+    out_dir = Path(run_dir) / name if run_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        key = _cv_key(name, params, table.fingerprint(), folds)
+        key_file = out_dir / "cv_key.json"
+        if key_file.exists() and json.loads(key_file.read_text()) != key:
+            for stale in out_dir.glob("fold_*.parquet"):
+                stale.unlink()
+        write_json_atomic(key_file, key)
+    ids = np.asarray(table.ids)
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"cv {name}", total=len(todo))
+
+        def fit_predict_fold(k: int, train_idx: np.ndarray, valid_idx: np.ndarray) -> np.ndarray:
+            fold_file = out_dir / f"fold_{k}.parquet" if out_dir else None
+            if resume and fold_file is not None and fold_file.exists():
+                saved = pl.read_parquet(fold_file)
+                if saved["id"].to_list() == ids[valid_idx].tolist():
+                    return saved.select(LOGIT_COLUMNS).to_numpy()
+            model = make_model()
+            set_work_dir(model, out_dir / f"fold_{k}_work" if out_dir else None)
+            model.fit(table.take(train_idx))
+            valid = table.take(valid_idx)
+            fold_logits = check_logits(model.predict_logits(valid), len(valid), name)
+            if fold_file is not None:
+                write_oof(fold_file, oof_frame(valid, fold_logits, folds[valid_idx]))
+            return fold_logits
+
+        logits = out_of_fold(folds, fit_predict_fold, only=todo,
+                             after_fold=lambda _k, _out: bar.advance(task))
+
+    done = ~np.isnan(logits).any(1)
+    proba = softmax(np.where(done[:, None], logits, 0.0))
+    sources = table.column("source").to_numpy()
+    scores = score_by(y[done], proba[done], sources[done])
+    fold_scores = []
+    for k in todo:
+        m = folds == k
+        fold_scores.append({"fold": k, **score_by(y[m], proba[m], sources[m]).row(-1, named=True)})
+    result = CVResult(name, logits, folds, scores, fold_scores, out_dir)
+    if out_dir is not None:
+        write_oof(out_dir / OOF_FILE, oof_frame(table, logits, folds).filter(pl.Series(done)))
+        write_json_atomic(out_dir / "scores.json", {
+            "model": name, "params": params, "n_folds": len(fold_ids), "folds_run": todo,
+            "seed": seed, "scores": scores.to_dicts(), "fold_scores": fold_scores,
+        })
+    return result
+
+
+def cross_validate(table: PreferenceTable, competition: Competition, model: str,
+                   params: dict[str, Any], *, run_dir: Path | None, n_folds: int | None = None,
+                   seed: int | None = None, progress: bool = True,
+                   only_folds: list[int] | None = None, resume: bool = True,
+                   label: str | None = None) -> CVResult:
+    """:func:`run_cv` of a registered model (folds and seed default to the competition's);
+    ``label`` names the run folder (default: the model name)."""
+    build_model(model, params)  # fail fast on bad parameters
+    return run_cv(
+        table, lambda: build_model(model, params), name=label or model,
+        n_folds=n_folds or competition.n_folds, seed=competition.seed if seed is None else seed,
+        run_dir=run_dir, progress=progress, only_folds=only_folds, resume=resume,
+    )
+
+
+# --------------------------------------------------------------------------- fit and predict
+def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
+                params: dict[str, Any], *, work_dir: Path | None = None,
+                cache: Path | None = None, say: Callable[[str], None] | None = None,
+                label: str | None = None) -> np.ndarray:
+    """Fit a registered model on all of ``train``; return its logits (n, 3) on ``test``.
+
+    With ``cache`` (a ``.parquet`` path), the logits are written there with a key file beside
+    them (model, parameters, training and test fingerprints) and read back instead of refitting
+    while the key and the test ids match. ``say`` hears which happened (``label`` names the
+    model there).
+    """
+    import time
+
+    label = label or model
+    key = {"model": model, "params": params, "train": train.fingerprint(),
+           "test": test.fingerprint()}
+    key_file = cache.with_suffix(".key.json") if cache is not None else None
+    if cache is not None and cache.exists() and key_file.exists() \
+            and json.loads(key_file.read_text()) == json.loads(json.dumps(key, default=str)):
+        frame = pl.read_parquet(cache)
+        if frame["id"].to_list() == test.ids:
+            if say is not None:
+                say(f"{label}: test logits reused")
+            return frame.select(LOGIT_COLUMNS).to_numpy()
+    t0 = time.perf_counter()
+    m = build_model(model, params)
+    set_work_dir(m, work_dir)
+    m.fit(train)
+    logits = check_logits(m.predict_logits(test), len(test), label)
+    if cache is not None:
+        frame = pl.DataFrame({"id": test.ids}).with_columns(
+            [pl.Series(c, logits[:, i]) for i, c in enumerate(LOGIT_COLUMNS)])
+        with atomic_path(cache) as tmp:
+            frame.write_parquet(tmp)
+        write_json_atomic(key_file, key)
+    if say is not None:
+        say(f"{label}: refitted on all {len(train)} rows, predicted {len(test)} test rows "
+            f"({time.perf_counter() - t0:.0f} s)")
+    return logits
+
+
+# --------------------------------------------------------------------------- provenance
+def files_fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
+    """sha256 of every file (every file under a folder), by path."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            out[str(f)] = file_sha256(f)
+    return out
+
+
+def build_provenance(*, test_paths: Iterable[str | Path] = (),
+                     train_paths: Iterable[str | Path] | None = None,
+                     train: PreferenceTable | None = None, test: PreferenceTable | None = None,
+                     **fields: Any) -> dict[str, Any]:
+    """What made an output: prefpred's version and commit, sha256 of the input files, row
+    counts and the training table's fingerprint, and any further ``fields`` (model, params...)."""
+    data: dict[str, Any] = {"test": files_fingerprint(test_paths)}
+    if train_paths is not None:
+        data["train"] = files_fingerprint(train_paths)
+    out: dict[str, Any] = {"prefpred_version": _version(),
+                           "git_commit": git_commit(Path(__file__).parent), "data": data}
+    if train is not None:
+        out.update(train_rows=len(train), train_table_fingerprint=train.fingerprint())
+    if test is not None:
+        out["test_rows"] = len(test)
+    return {**out, **fields}
+
+
+def _version() -> str:
+    from prefpred import __version__
+
+    return __version__
+
+
+def fit_and_submit(competition: Competition, train: PreferenceTable, test: PreferenceTable, *,
+                   model: str, params: dict[str, Any], out: Path,
+                   train_paths: list[str | Path], test_path: str | Path,
+                   cv: CVResult | None = None, work_dir: Path | None = None) -> Path:
+    """Fit on all of ``train``, predict ``test``, write and validate the submission."""
+    proba = softmax(fit_predict(train, test, model, params, work_dir=work_dir))
+    provenance = build_provenance(
+        test_paths=[test_path], train_paths=train_paths, train=train, test=test, model=model,
+        params=params, cv=None if cv is None else {
+            "n_folds": int(len(set(cv.folds.tolist()))), "scores": cv.scores.to_dicts()})
+    return write_submission(out, test, proba, competition, provenance)
