@@ -27,9 +27,10 @@ import numpy as np
 from scipy.optimize import minimize
 
 from prefpred.data.folds import out_of_fold
-from prefpred.errors import ConfigError
-from prefpred.labels import N_CLASSES, check_labels_and_weights
+from prefpred.errors import notice
+from prefpred.labels import N_CLASSES, check_label_mix, check_labels_and_weights
 from prefpred.probabilities import log_softmax, softmax
+from prefpred.registry import NonNegative, Positive
 from prefpred.saved import SavedEstimator, Spec
 
 
@@ -43,6 +44,8 @@ def _check_inputs(logits: np.ndarray, y: np.ndarray | None = None,
     if not np.isfinite(z).all():
         raise ValueError("logits must be finite")
     yy, w = check_labels_and_weights(y, sample_weight, len(z))
+    if yy is not None:
+        check_label_mix(yy, "calibration")
     return z, yy, w
 
 
@@ -54,6 +57,10 @@ def weighted_nll(logits: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | 
     return float(-(w * lp).sum() / w.sum())
 
 
+#: The logit spread at which a separable fit stops sharpening (a confidence of 1 - 1e-12).
+SEPARABLE_SPREAD = float(np.log(1e12))
+
+
 def fit_inverse_temperature(logits: np.ndarray, y: np.ndarray,
                             sample_weight: np.ndarray | None = None, *, tol: float = 1e-10,
                             max_beta: float = 1e4) -> float:
@@ -63,6 +70,10 @@ def fit_inverse_temperature(logits: np.ndarray, y: np.ndarray,
     under the forecast), so the minimiser is the root of the increasing first derivative: a
     bracket ``[0, hi]`` is grown until the derivative turns positive, then Newton steps are taken
     inside the bracket, falling back to bisection when a step would leave it.
+
+    When the logits separate the labels, the loss keeps falling as beta grows: beta is then
+    capped where the median row's logit spread is ``ln(1e12)`` (a confidence of 1 - 1e-12),
+    and a notice says so.
     """
     z, y, w = _check_inputs(logits, y, sample_weight)
     if w.sum() <= 0:
@@ -80,11 +91,15 @@ def fit_inverse_temperature(logits: np.ndarray, y: np.ndarray,
     g0, _ = derivatives(0.0)
     if g0 >= 0:  # the logits carry no usable signal: the flat forecast is best
         return 0.0
+    spread = float(np.median(z.max(1) - z.min(1)))
+    cap = min(max_beta, SEPARABLE_SPREAD / spread) if spread > 0 else max_beta
     lo, hi = 0.0, 1.0
     while derivatives(hi)[0] < 0:
         lo, hi = hi, hi * 2.0
-        if hi > max_beta:
-            return max_beta  # separable data: the loss keeps falling as beta grows
+        if hi > cap and derivatives(cap)[0] < 0:
+            notice(f"temperature scaling: the logits separate the labels (almost) perfectly; "
+                   f"1/T is capped at {cap:.4g}")
+            return float(cap)
     beta = min(1.0, hi) if lo == 0.0 else (lo + hi) / 2
     for _ in range(200):
         g, h = derivatives(beta)
@@ -165,6 +180,11 @@ class TemperatureScaling(Calibrator):
         return log_softmax(self.beta_ * _check_inputs(logits)[0])
 
 
+#: Vector scaling coefficients beyond this mean separable logits: refitted with SEPARABLE_L2.
+RUNAWAY = 100.0
+SEPARABLE_L2 = 1e-2
+
+
 class VectorScaling(Calibrator):
     """``a * log_softmax(logits) + b``: a scale and a bias per class, maximum likelihood.
 
@@ -176,9 +196,7 @@ class VectorScaling(Calibrator):
     name = "vector"
     _state = {"scale_": Spec(ndim=1), "bias_": Spec(ndim=1)}
 
-    def __init__(self, l2: float = 1e-6) -> None:
-        if not (isinstance(l2, (int, float)) and np.isfinite(l2) and l2 >= 0):
-            raise ConfigError(f"l2 must be a finite number >= 0, got {l2!r}")
+    def __init__(self, l2: NonNegative = 1e-6) -> None:
         self.l2 = l2
         self.scale_: np.ndarray | None = None
         self.bias_: np.ndarray | None = None
@@ -206,6 +224,15 @@ class VectorScaling(Calibrator):
         theta0 = np.concatenate([np.ones(N_CLASSES), np.zeros(N_CLASSES)])
         res = minimize(loss, theta0, jac=True, method="L-BFGS-B",
                        options={"maxiter": 1000, "gtol": 1e-10, "ftol": 1e-14})
+        if np.abs(res.x).max() > RUNAWAY:  # separable: keep the coefficients finite
+            l2, self.l2 = self.l2, max(self.l2, SEPARABLE_L2)
+            try:
+                res = minimize(loss, theta0, jac=True, method="L-BFGS-B",
+                               options={"maxiter": 1000, "gtol": 1e-10, "ftol": 1e-14})
+            finally:
+                self.l2 = l2
+            notice(f"vector scaling: the logits separate the labels (almost) perfectly; fitted "
+                   f"with l2 = {SEPARABLE_L2:g} so its coefficients stay finite")
         self.scale_ = res.x[:N_CLASSES].copy()
         self.bias_ = res.x[N_CLASSES:] - res.x[N_CLASSES:].mean()  # softmax ignores a shift
         return self
@@ -226,10 +253,7 @@ class TemperatureByLength(Calibrator):
     _state = {"edges_": Spec(ndim=1), "betas_": Spec(ndim=1, low=0.0),
               "global_beta_": Spec(low=0.0)}
 
-    def __init__(self, n_bins: int = 4, min_rows: int = 50) -> None:
-        for key, value in (("n_bins", n_bins), ("min_rows", min_rows)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be an integer of at least 1, got {value!r}")
+    def __init__(self, n_bins: Positive = 4, min_rows: Positive = 50) -> None:
         self.n_bins = n_bins
         self.min_rows = min_rows
         self.edges_: np.ndarray | None = None

@@ -41,10 +41,10 @@ TestFormat = Annotated[str | None, typer.Option("--test-format", help="Format of
                                                 "(default: the competition's).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Reject repairable quirks (lone "
                                       "surrogates) instead of repairing them.")]
-Folds = Annotated[int | None, typer.Option("--folds", help="Number of folds (default: the "
-                                           "competition's).")]
-Seed = Annotated[int | None, typer.Option("--seed", help="Fold seed (default: the "
-                                          "competition's).")]
+Folds = Annotated[int | None, typer.Option("--folds", min=2, help="Number of folds (default: "
+                                           "the competition's).")]
+Seed = Annotated[int | None, typer.Option("--seed", min=0, max=2**32 - 1, help="Fold seed "
+                                          "(default: the competition's).")]
 RunDir = Annotated[Path, typer.Option("--run-dir", help="Where out-of-fold logits and fitted "
                                       "models go.")]
 Backbone = Annotated[str | None, typer.Option("--backbone", help="Backbone model: a local "
@@ -52,6 +52,20 @@ Backbone = Annotated[str | None, typer.Option("--backbone", help="Backbone model
 BackboneConfig = Annotated[str | None, typer.Option("--config", help="Backbone run config: a "
                                                     "TOML file or a preset name "
                                                     "(minilm-budget, ...).")]
+
+
+@app.callback()
+def _global_options(
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Let model folders run the Python code they ship (a "
+        "config's auto_map), for this run only. Off unless given here: no file can turn it "
+        "on.")] = False,
+) -> None:
+    """Calibrated human-preference prediction (A wins / B wins / tie)."""
+    if trust_remote_code:
+        from prefpred.hf import allow_remote_code
+
+        allow_remote_code()  # until main() returns
 
 
 def model_from_options(model: str | None, param: list[str] | None, params: str | None,
@@ -80,19 +94,51 @@ def _register_command_modules() -> None:
 _register_command_modules()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turn user errors into one line and exit status 2."""
+def _click_errors():
+    """The exception classes of the click that typer runs on (its bundled copy, or click)."""
     try:
-        app(args=argv)  # click reports its own usage errors and exits
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        from typer._click import exceptions
+    except ImportError:  # typer versions that use the click package
+        from click import exceptions
+    return exceptions
+
+
+INTERRUPTED = "prefpred: interrupted (finished stages are kept; re-run to resume)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app; every error a user can cause (a bad option, bad data,
+    a bad file) prints one line and exits with status 2; Ctrl-C exits with 130."""
+    import warnings
+
+    from prefpred.hf import remote_code_allowed
+
+    errors = _click_errors()
+    try:
+        with remote_code_allowed(False), warnings.catch_warnings():
+            # library warnings (numpy RuntimeWarnings, deprecations) are not a user interface
+            warnings.simplefilter("ignore")
+            status = app(args=argv, prog_name="prefpred", standalone_mode=False)
+        if status == 130:  # typer turns Ctrl-C into this status when it does not exit itself
+            raise KeyboardInterrupt
+    except errors.NoArgsIsHelpError:
+        return 2  # the help was printed
+    except errors.UsageError as err:
+        command = err.ctx.command_path + ": " if err.ctx is not None else ""
+        typer.echo(f"prefpred: error: {command}{' '.join(err.format_message().split())}",
+                   err=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo(INTERRUPTED, err=True)
+        return 130
+    except typer.Exit as exit_:
+        return exit_.exit_code
     except PrefpredError as err:
         typer.echo(f"prefpred: error: {err}", err=True)
         return err.exit_code
-    except KeyboardInterrupt:
-        typer.echo("prefpred: interrupted (finished stages are kept; re-run to resume)", err=True)
-        return 130
-    return 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

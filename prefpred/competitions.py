@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from prefpred.data.formats import FORMATS, load_table
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
+from prefpred.io import SAFE_NAME, safe_name
 from prefpred.labels import CLASSES
+from prefpred.schema import Schema, closest, read_toml, validate
 
 #: The project root when running from a checkout (holds ``competitions/``).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -92,47 +95,87 @@ class Competition:
         return load_table(path, fmt or self.test_format, strict=strict)
 
 
-def _require(data: dict, key: str, file: Path) -> Any:
-    if key not in data:
-        raise ConfigError(f"{file}: missing key '{key}'")
-    return data[key]
+class _Source(Schema):
+    path: str
+    format: str
+    source: str | None = None
+    columns: dict[str, Any] | None = None
+
+
+class _Submission(Schema):
+    layout: Literal["probabilities", "label"] = "probabilities"
+    columns: list[str]
+    values: dict[str, str] = {}
+
+
+class _Test(Schema):
+    format: str | None = None
+
+
+class _CV(Schema):
+    folds: Annotated[int, Field(ge=2)] = 5
+    seed: Annotated[int, Field(ge=0)] = 42
+
+
+class CompetitionFile(Schema):
+    """A competition TOML (see ``competitions/lmsys-chatbot-arena.toml``)."""
+
+    name: str
+    description: str = ""
+    metric: Literal["log_loss", "accuracy"] = "log_loss"
+    classes: list[str] = list(CLASSES)
+    train: list[_Source] = []
+    test: _Test = _Test()
+    submission: _Submission
+    cv: _CV = _CV()
 
 
 def parse_competition(data: dict[str, Any], file: Path) -> Competition:
-    metric = data.get("metric", "log_loss")
-    if metric not in ("log_loss", "accuracy"):
-        raise ConfigError(f"{file}: metric {metric!r} is not log_loss or accuracy")
-    classes = tuple(data.get("classes", CLASSES))
-    if not set(classes) <= set(CLASSES):
-        raise ConfigError(f"{file}: classes {classes} must be drawn from {CLASSES}")
+    """A checked :class:`Competition` from a TOML table (errors name the file and the key)."""
+    spec = validate(CompetitionFile, data, file)
+    name = safe_name(spec.name, f"{file}: name")
+    classes = tuple(spec.classes)
+    if not set(classes) <= set(CLASSES) or len(set(classes)) != len(classes) or not classes:
+        raise ConfigError(f"{file}: classes {list(classes)} must be distinct, drawn from "
+                          f"{list(CLASSES)}")
     train = []
-    for i, src in enumerate(data.get("train", []), 1):
-        fmt = _require(src, "format", file)
-        if fmt not in FORMATS:
-            raise ConfigError(f"{file}: train #{i} format {fmt!r} unknown; known {sorted(FORMATS)}")
-        train.append(DataSource(_require(src, "path", file), fmt, src.get("source"),
-                                src.get("columns")))
-    sub = _require(data, "submission", file)
-    kind = sub.get("layout", "probabilities")
-    columns = tuple(_require(sub, "columns", file))
-    if kind == "probabilities" and len(columns) != 1 + len(classes):
+    for i, src in enumerate(spec.train, 1):
+        if src.format not in FORMATS:
+            raise ConfigError(f"{file}: [[train]] #{i} format {src.format!r} unknown"
+                              f"{closest(src.format, FORMATS)}; known {sorted(FORMATS)}")
+        if src.columns is not None:
+            fmt = FORMATS[src.format]
+            if not fmt.takes_columns:
+                raise ConfigError(f"{file}: [[train]] #{i}: format {src.format!r} takes no "
+                                  "columns table")
+            fmt.column_map.with_overrides(src.columns, f"{file}: [[train]] #{i} columns")
+        train.append(DataSource(src.path, src.format, src.source, src.columns))
+    sub = spec.submission
+    columns = tuple(sub.columns)
+    if sub.layout == "probabilities" and len(columns) != 1 + len(classes):
         raise ConfigError(f"{file}: a probabilities submission needs id + {len(classes)} columns")
-    if kind == "label" and len(columns) != 2:
+    if sub.layout == "label" and len(columns) != 2:
         raise ConfigError(f"{file}: a label submission needs exactly id + one label column")
-    if kind not in ("probabilities", "label"):
-        raise ConfigError(f"{file}: submission layout {kind!r} is not probabilities or label")
-    cv = data.get("cv", {})
-    test_format = data.get("test", {}).get("format") or (train[0].format if train else "kaggle-lmsys")
+    if len(set(columns)) != len(columns):
+        raise ConfigError(f"{file}: [submission] columns {list(columns)} repeat a name")
+    bad_values = [k for k in sub.values if k not in classes]
+    if bad_values:
+        raise ConfigError(f"{file}: [submission] values: {bad_values[0]!r} is not one of the "
+                          f"classes {list(classes)}")
+    test_format = spec.test.format or (train[0].format if train else "kaggle-lmsys")
+    if test_format not in FORMATS:
+        raise ConfigError(f"{file}: [test] format {test_format!r} unknown"
+                          f"{closest(test_format, FORMATS)}; known {sorted(FORMATS)}")
     return Competition(
-        name=_require(data, "name", file),
-        description=data.get("description", ""),
-        metric=metric,
+        name=name,
+        description=spec.description,
+        metric=spec.metric,
         classes=classes,
         train=tuple(train),
         test_format=test_format,
-        submission=SubmissionLayout(kind, columns, dict(sub.get("values", {}))),
-        n_folds=int(cv.get("folds", 5)),
-        seed=int(cv.get("seed", 42)),
+        submission=SubmissionLayout(sub.layout, columns, dict(sub.values)),
+        n_folds=spec.cv.folds,
+        seed=spec.cv.seed,
         file=file,
     )
 
@@ -141,15 +184,12 @@ def load_competition(name_or_path: str | Path) -> Competition:
     """A competition by name (``competitions/<name>.toml``) or by TOML path."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
+        known = list_competitions()
+        if not SAFE_NAME.fullmatch(str(name_or_path)) or str(name_or_path) not in known:
+            raise ConfigError(f"unknown competition {str(name_or_path)!r}"
+                              f"{closest(str(name_or_path), known)}; known: {known}")
         path = competitions_dir() / f"{name_or_path}.toml"
-    if not path.exists():
-        known = sorted(p.stem for p in competitions_dir().glob("*.toml"))
-        raise ConfigError(f"unknown competition {str(name_or_path)!r}; known: {known}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML ({err})") from None
-    return parse_competition(data, path)
+    return parse_competition(read_toml(path, "competition file"), path)
 
 
 def list_competitions() -> list[str]:

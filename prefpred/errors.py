@@ -55,5 +55,24 @@ class ConfigError(PrefpredError):
     """A configuration file or command-line option is wrong."""
 
 
+class ModelError(PrefpredError):
+    """A model produced something unusable (non-finite or wrongly shaped logits)."""
+
+
 class DependencyError(PrefpredError):
     """An optional dependency or local model needed for this feature is missing."""
+
+
+_noticed: set[str] = set()
+
+
+def notice(message: str) -> None:
+    """One line on stderr about something prefpred handled on its own (a cached file it could
+    not use and recomputes, a fit it regularised): never a warning object or a traceback. The
+    same line is printed once per process (a fit repeated in every fold says it once)."""
+    import sys
+
+    line = f"prefpred: {' '.join(message.split())}"
+    if line not in _noticed:
+        _noticed.add(line)
+        print(line, file=sys.stderr)

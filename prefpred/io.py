@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +20,62 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of ``paths``; when the block succeeds, rename them
+    all into place, or none: a failure while renaming puts back what was there before.
+
+    A crash or an exception inside the block leaves every target as it was (and removes the
+    temporaries). Use it for outputs that belong together (a submission and its provenance).
+    """
+    finals = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        for final in finals:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            os.close(fd)
+            temps.append(Path(name))
+        yield temps
+        for tmp in temps:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        placed: list[tuple[Path, Path | None]] = []
+        try:
+            for tmp, final in zip(temps, finals, strict=True):
+                backup = None
+                if final.exists() and len(finals) > 1:
+                    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".bak",
+                                                dir=final.parent)
+                    os.close(fd)
+                    backup = Path(name)
+                    os.replace(final, backup)
+                placed.append((final, backup))
+                os.replace(tmp, final)
+        except BaseException:
+            for final, backup in reversed(placed):
+                if backup is not None:
+                    os.replace(backup, final)
+                elif final.exists():
+                    final.unlink()
+            raise
+        for _, backup in placed:
+            if backup is not None:
+                backup.unlink()
+    finally:
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     A crash or an exception leaves no partial file at ``path`` (and removes the temporary).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_paths(path) as (tmp,):
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -47,6 +85,26 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_back(path: str | Path, reader, what: str, check=None):
+    """``reader(path)`` for a file written earlier (a finished fold, a cached stage), or None
+    when there is none; a file that cannot be read or fails ``check(value)`` (which raises or
+    returns False) is also None, after one line saying it will be recomputed."""
+    from prefpred.errors import notice
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        value = reader(path)
+        if check is not None and check(value) is False:
+            raise ValueError("its ids, shape or values do not match")
+    except Exception as err:  # noqa: BLE001 - any unreadable or foreign file is recomputed
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        notice(f"{what} {path} cannot be reused ({reason}); recomputing it")
+        return None
+    return value
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -69,3 +127,70 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}-dirty" if dirty else head
+
+
+#: A name that becomes part of a path (run, model label, competition, study): letters, digits
+#: and ``. _ - + =``, starting with a letter or digit; never a separator or ``..``.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+
+
+def safe_name(value: object, what: str) -> str:
+    """``value`` if it is safe as one path component (see :data:`SAFE_NAME`), else a
+    :class:`~prefpred.errors.ConfigError` naming ``what``."""
+    from prefpred.errors import ConfigError
+
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"{what} {value!r} cannot name a file or folder: use letters, digits "
+                          "and . _ - + = only (no path separators, no '..')")
+    return value
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), folder: bool = False,
+                 what: str = "output", suffixes: Iterable[str] | None = None) -> Path:
+    """Refuse, before any work, an output that would replace an input (the same file, or an input
+    folder), a file output that is an existing folder, or one whose folder cannot be written.
+
+    ``folder=True``: ``path`` is a folder to write files into; ``suffixes``: the file types
+    the output may have. Returns ``path``.
+    """
+    from prefpred.errors import ConfigError
+
+    path = Path(path)
+    if suffixes is not None and not path.is_dir() and path.suffix.lower() not in set(suffixes):
+        raise ConfigError(f"{what} {path}: the file must end in one of {sorted(set(suffixes))}")
+    resolved = path.expanduser().resolve()
+    for item in inputs:
+        src = Path(item).expanduser()
+        if resolved == src.resolve() or _same_file(path, src):
+            raise ConfigError(f"{what} {path} is the input {src}: an output never replaces an "
+                              "input; choose another path")
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{what} {path} is a file, expected a folder")
+        target = path
+    else:
+        if path.is_dir():
+            raise ConfigError(f"{what} {path} is a folder, expected a file path")
+        target = path.parent
+    existing = target.expanduser().absolute()
+    while True:  # the nearest folder that exists (one we may not even look into is refused)
+        try:
+            os.stat(existing)
+            break
+        except FileNotFoundError:
+            existing = existing.parent
+        except PermissionError:
+            raise ConfigError(f"{what} {path}: the folder {existing.parent} cannot be "
+                              "written") from None
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: the folder {existing} cannot be written")
+    return path

@@ -16,6 +16,8 @@ N_CLASSES: Final[int] = len(CLASSES)
 A, B, TIE = (CLASSES.index(c) for c in ("A", "B", "TIE"))
 #: Names of the logit columns in out-of-fold and prediction frames, in class order.
 LOGIT_COLUMNS: Final[list[str]] = [f"logit_{c}" for c in CLASSES]
+#: Names of the probability columns of a prediction file, in class order.
+PROBA_COLUMNS: Final[list[str]] = [f"prob_{c}" for c in CLASSES]
 #: Kaggle's one-hot label / submission columns (LMSYS arena), in class order.
 KAGGLE_COLUMNS: Final[tuple[str, ...]] = tuple(
     "winner_tie" if i == TIE else f"winner_model_{c.lower()}" for i, c in enumerate(CLASSES))
@@ -49,6 +51,19 @@ def swap_class_columns(values: np.ndarray) -> np.ndarray:
     if values.shape[-1] != N_CLASSES:
         raise ValueError(f"expected a last axis of size {N_CLASSES}, got shape {values.shape}")
     return values[..., list(SWAP_PERMUTATION)]
+
+
+def check_label_mix(y: np.ndarray, what: str) -> np.ndarray:
+    """Class counts of labels ``y``; fewer than two classes present is a one-line
+    :class:`~prefpred.errors.DataError` (there is nothing to learn from one class)."""
+    from prefpred.errors import DataError
+
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=N_CLASSES)
+    present = [CLASSES[i] for i in np.flatnonzero(counts)]
+    if len(present) < 2:
+        raise DataError(f"{what}: every label is {present[0] if present else 'missing'}; "
+                        "fitting needs at least two classes", column="label")
+    return counts
 
 
 def check_labels_and_weights(y: object, sample_weight: object, n: int

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefpred.errors import ConfigError
-from prefpred.io import write_json_atomic
+from prefpred.io import SAFE_NAME, safe_name, write_json_atomic
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -39,19 +39,39 @@ def load_params(path: str | Path | None, overrides: list[str] | None = None) -> 
     updated by ``key=value`` overrides."""
     params: dict[str, Any] = {}
     if path:
-        p = Path(path)
-        if not p.exists():
-            p = resolve_saved_params(str(path))
-        text = p.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{p}: cannot parse parameters ({err})") from None
-        params.update(data.get("params", data))
+        params.update(read_params_file(path))
     for item in overrides or []:
         key, value = parse_param(item)
         params[key] = value
     return params
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The parameters in a TOML or JSON file (flat, or under ``params`` beside other keys, as
+    ``prefpred tune`` saves them), or in saved parameters by name. The file must hold a table
+    of keys; the values are checked later, against the model they are for."""
+    p = Path(path)
+    if not p.exists():
+        p = resolve_saved_params(str(path))
+    if not p.is_file():
+        raise ConfigError(f"{p}: is a folder, expected a parameter file")
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: a parameter file must be UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{p}: cannot parse parameters ({err.msg} at line {err.lineno}, "
+                          f"column {err.colno})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: cannot parse parameters ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a table of parameters, got {type(data).__name__}")
+    params = data.get("params", data)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{p}: 'params' must be a table of parameters, got "
+                          f"{type(params).__name__}")
+    return dict(params)
 
 
 def model_params(model: str, *, params_file: str | Path | None = None,
@@ -82,12 +102,15 @@ def params_dir() -> Path:
 
 
 def save_params(name: str, model: str, params: dict[str, Any], **meta: Any) -> Path:
-    path = params_dir() / f"{name}.json"
+    path = params_dir() / f"{safe_name(name, 'saved parameters name')}.json"
     write_json_atomic(path, {"model": model, "params": params, **meta})
     return path
 
 
 def resolve_saved_params(name: str) -> Path:
+    if not SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"no parameter file {name!r} (and it cannot be the name of saved "
+                          "parameters)")
     path = params_dir() / f"{name}.json"
     if not path.exists():
         known = sorted(p.stem for p in params_dir().glob("*.json")) if params_dir().is_dir() else []

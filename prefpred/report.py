@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from prefpred.io import atomic_path, write_text_atomic
+from prefpred.io import atomic_path
 from prefpred.labels import CLASSES, N_CLASSES
 from prefpred.metrics import ece_per_class, log_loss
 from prefpred.probabilities import softmax
@@ -243,8 +243,7 @@ def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
 
 
-def write_report(
-    path: str | Path,
+def render_report(
     *,
     config,
     train,
@@ -262,10 +261,10 @@ def write_report(
     calibrator=None,
     stacker=None,
     work_dirs: Mapping[str, Path] | None = None,
-) -> Path:
-    """Write the run report (see :mod:`prefpred.run`). ``timings`` are the stages so far; the
-    report adds its own time and, given the run's ``started`` (``time.perf_counter()``), the
-    total."""
+) -> str:
+    """The run report's HTML (see :mod:`prefpred.run`). ``timings`` are the stages so far;
+    the report adds its own time and, given the run's ``started`` (``time.perf_counter()``),
+    the total."""
     import time
 
     from prefpred import __version__
@@ -363,8 +362,6 @@ def write_report(
     if config.file is not None and Path(config.file).exists():
         parts.append(_section("Configuration",
                               f"<pre>{html.escape(Path(config.file).read_text())}</pre>"))
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>prefpred run "
-           f"{html.escape(config.name)}</title><style>{_CSS}</style></head><body>"
-           + "\n".join(parts) + "</body></html>\n")
-    write_text_atomic(path, doc)
-    return Path(path)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>prefpred run "
+            f"{html.escape(config.name)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")

@@ -21,6 +21,7 @@ Stages 3-6 take seconds and are recomputed on every run; stage 2 is where the ti
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from prefpred.errors import ConfigError
 from prefpred.run_config import RunConfig, read_run_config
 
 
@@ -44,10 +46,30 @@ class RunResult:
     timings: dict[str, float]
 
 
+def check_run_outputs(cfg: RunConfig, submission: Path, report: Path) -> None:
+    """Before any work: no output may replace an input (the config, a training or test file),
+    the outputs must be distinct files in writable folders."""
+    from prefpred.competitions import load_competition
+    from prefpred.io import check_output
+
+    inputs = [p for p in (cfg.file, cfg.test) if p is not None]
+    inputs += list(cfg.train) or [s.resolve() for s in load_competition(cfg.competition).train]
+    check_output(cfg.out_dir, inputs=inputs, folder=True, what="[run] out_dir")
+    outputs = {"submission": submission, "report": report, "run record": cfg.out_dir / "run.json"}
+    if cfg.holdout is not None:
+        outputs["hold-out test file"] = cfg.out_dir / "data" / "test.csv"
+    for what, path in outputs.items():
+        check_output(path, inputs=inputs, what=f"[output] {what}")
+    resolved = [p.expanduser().resolve() for p in outputs.values()]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(f"{cfg.file}: [output] submission and report must be different files "
+                          "(and not the run's own data/test.csv or run.json)")
+
+
 def _load_tables(cfg: RunConfig, say):
     """(competition, train table, test table, test labels table or None, test file path)."""
     from prefpred.competitions import load_competition
-    from prefpred.data.export import split_holdout, write_kaggle_csv
+    from prefpred.data.export import split_holdout, write_holdout
 
     comp = load_competition(cfg.competition)
     sub_comp = load_competition(cfg.submission_competition)
@@ -55,10 +77,7 @@ def _load_tables(cfg: RunConfig, say):
     if cfg.holdout is not None:
         h = cfg.holdout
         train, held = split_holdout(train, source=h.source, fraction=h.fraction, seed=h.seed)
-        data_dir = cfg.out_dir / "data"
-        test_path = data_dir / "test.csv"
-        write_kaggle_csv(held, test_path, with_labels=False)
-        write_kaggle_csv(held, data_dir / "test_labelled.csv", with_labels=True)
+        test_path = write_holdout(cfg.out_dir / "data", held)[0]
         test = sub_comp.load_test(test_path)
         say(f"hold-out: {len(held)} test rows ({h.source or 'all sources'}), "
             f"{len(train)} training rows")
@@ -105,15 +124,18 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     """Run every stage of a configuration; see the module docstring."""
     from prefpred.calibration import calibrate_out_of_fold, make_calibrator
     from prefpred.features.lengths import pair_lengths
-    from prefpred.io import write_json_atomic
+    from prefpred.io import atomic_paths
     from prefpred.metrics import score_by
     from prefpred.oof import align_by_id, join_oof
     from prefpred.probabilities import softmax
     from prefpred.stack import BLEND, evaluate, fit_stacker, stack_label, stacker_of
     from prefpred.stages import build_provenance
-    from prefpred.submission import write_submission
+    from prefpred.submission import provenance_path, stage_submission
 
     cfg = config if isinstance(config, RunConfig) else read_run_config(config)
+    submission = cfg.submission or (cfg.out_dir / "submission.csv")
+    report_path = cfg.report or (cfg.out_dir / "report.html")
+    check_run_outputs(cfg, submission, report_path)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -169,11 +191,10 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     calibrator.save(model_dir / "calibrator.json")
     timings["refit stack + calibrator"] = time.perf_counter() - t0
 
-    # ---------------------------------------------------------------- submission
+    # ---------------------------------------------------------------- submission + report
     t0 = time.perf_counter()
     final_oof_scores = score_by(data.y, softmax(oof_calibrated), data.sources)
     final_ll = float(final_oof_scores.filter(pl.col("group") == "ALL")["log_loss"][0])
-    submission = cfg.submission or (cfg.out_dir / "submission.csv")
     provenance = build_provenance(
         test_paths=[test_path],
         train_paths=list(cfg.train) or [s.resolve() for s in comp.train],
@@ -182,45 +203,36 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
         base_models=[{"label": m.label, "model": m.name, "params": m.params}
                      for m in cfg.models],
         cv_scores=report.scores.filter(pl.col("group") == "ALL").to_dicts())
-    write_submission(submission, test, test_proba, sub_comp, provenance)
-    say(f"submission: {submission} ({len(test)} rows, validated)")
     holdout_scores = None
     if labelled_test is not None:
         y_test = labelled_test.require_labels("scoring the test file")
         holdout_scores = score_by(y_test, test_proba, labelled_test.column("source").to_numpy())
     timings["submission"] = time.perf_counter() - t0
 
-    # ---------------------------------------------------------------- report
-    t0 = time.perf_counter()
-    from prefpred.report import write_report
+    from prefpred.report import render_report
 
-    report_path = cfg.report or (cfg.out_dir / "report.html")
-    write_report(
-        report_path,
-        config=cfg,
-        train=train,
-        data=data,
-        scores=report.scores,
-        oof_logits=report.oof_logits,
-        final_model=final_model,
-        final_calibration=final_cal,
-        final_oof_calibrated=oof_calibrated,
-        lengths=lengths,
-        holdout_scores=holdout_scores,
-        submission=submission,
-        timings=timings,
-        started=t_start,
-        calibrator=calibrator,
-        stacker=stacker,
-        work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models},
-    )
+    t0 = time.perf_counter()
+    html = render_report(
+        config=cfg, train=train, data=data, scores=report.scores,
+        oof_logits=report.oof_logits, final_model=final_model, final_calibration=final_cal,
+        final_oof_calibrated=oof_calibrated, lengths=lengths, holdout_scores=holdout_scores,
+        submission=submission, timings=timings, started=t_start, calibrator=calibrator,
+        stacker=stacker, work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models})
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    write_json_atomic(cfg.out_dir / "run.json", {
+    record = {
         "final": {"model": final_model, "calibration": final_cal, "oof_log_loss": final_ll},
         "timings_s": timings, "submission": str(submission), "report": str(report_path),
         "holdout": None if holdout_scores is None else holdout_scores.to_dicts(),
-    })
+    }
+    # the submission, its provenance, the report and run.json appear together or not at all
+    with atomic_paths(submission, provenance_path(submission), report_path,
+                      cfg.out_dir / "run.json") as (tmp_sub, tmp_prov, tmp_report, tmp_record):
+        stage_submission(tmp_sub, tmp_prov, submission, test, test_proba, sub_comp, provenance)
+        tmp_report.write_text(html, encoding="utf-8")
+        tmp_record.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
+                              encoding="utf-8")
+    say(f"submission: {submission} ({len(test)} rows, validated)")
     say(f"report: {report_path}")
     return RunResult(cfg, submission, report_path, f"{final_model} + {final_cal}",
                      report.scores, final_ll, holdout_scores, timings)

@@ -1,18 +1,94 @@
-"""The configuration of ``prefpred run``: a TOML file read into a checked :class:`RunConfig`
-(see ``configs/demo.toml`` for every key)."""
+"""The configuration of ``prefpred run``: a TOML file checked by one schema and read into a
+:class:`RunConfig` (see ``configs/demo.toml`` for every key).
+
+Sections and keys (anything else is an error naming the closest valid key)::
+
+    [run]          competition (required), name, submission_competition, out_dir, folds, seed
+    [data]         train (a file or a list), test (a file) or [data.holdout]
+    [data.holdout] source, fraction (0 < f < 1), seed
+    [[models]]     name (required), label, params (a table), params_file, config, backbone
+    [stack]        method, candidates, features
+    [calibration]  method, candidates
+    [output]       submission, report
+
+Names that become folder or file names (the run's name, model labels) must be safe path parts.
+"""
 
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from prefpred.errors import ConfigError
+from prefpred.io import safe_name
+from prefpred.schema import Schema, read_toml, validate
 
 STACK_METHODS = ("auto", "none", "blend", "logistic", "lgbm")
 CALIBRATION_METHODS = ("auto", "none", "temperature", "vector", "temperature_by_length")
+Stacker = Literal["blend", "logistic", "lgbm"]
+Calibration = Literal["temperature", "vector", "temperature_by_length"]
+
+
+class _RunSection(Schema):
+    competition: str
+    name: str | None = None
+    submission_competition: str | None = None
+    out_dir: str | None = None
+    folds: Annotated[int, Field(ge=2)] | None = None
+    seed: Annotated[int, Field(ge=0)] | None = None
+
+
+class _Holdout(Schema):
+    source: str | None = None
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class _DataSection(Schema):
+    train: str | list[str] | None = None
+    test: str | None = None
+    holdout: _Holdout | None = None
+
+
+class _Model(Schema):
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = {}
+    params_file: str | None = None
+    config: str | None = None
+    backbone: str | None = None
+
+
+class _Stack(Schema):
+    method: Literal["auto", "none", "blend", "logistic", "lgbm"] = "auto"
+    candidates: Stacker | list[Stacker] = ["blend", "logistic", "lgbm"]
+    features: Literal["length", "none"] = "length"
+
+
+class _Calibration(Schema):
+    method: Literal["auto", "none", "temperature", "vector", "temperature_by_length"] = "auto"
+    candidates: Calibration | list[Calibration] = ["temperature", "vector",
+                                                   "temperature_by_length"]
+
+
+class _Output(Schema):
+    submission: str | None = None
+    report: str | None = None
+
+
+class RunFile(Schema):
+    """The whole run TOML."""
+
+    run: _RunSection
+    data: _DataSection = _DataSection()
+    models: Annotated[list[_Model], Field(min_length=1)]
+    stack: _Stack = _Stack()
+    calibration: _Calibration = _Calibration()
+    output: _Output = _Output()
 
 
 @dataclass(frozen=True)
@@ -57,103 +133,57 @@ class RunConfig:
         return json.loads(json.dumps(data, default=str))
 
 
-def _as_tuple(value: Any, key: str, file: Path) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ConfigError(f"{file}: '{key}' must be a string or a list of strings")
+def _tuple(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def read_run_config(path: str | Path) -> RunConfig:
-    """Parse and check a run TOML (see ``configs/demo.toml`` for every key)."""
-    from prefpred.models.base import model_names
+    """Parse and check a run TOML (see the module docstring for every key)."""
+    from prefpred.models.base import build_model, model_names
     from prefpred.params import model_params
 
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: run configuration not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML ({err})") from None
-    known = {"run", "data", "models", "stack", "calibration", "output"}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known {sorted(known)}")
-    run = data.get("run", {})
-    if "competition" not in run:
-        raise ConfigError(f"{path}: [run] needs 'competition'")
-    name = run.get("name", path.stem)
-    out_dir = Path(run.get("out_dir", f"runs/{name}"))
+    spec = validate(RunFile, read_toml(path, "run configuration"), path)
+    run, data = spec.run, spec.data
+    name = safe_name(run.name or path.stem, f"{path}: [run] name")
     models = []
-    for i, spec in enumerate(data.get("models", []), 1):
-        if "name" not in spec:
-            raise ConfigError(f"{path}: [[models]] #{i} needs 'name'")
-        if spec["name"] not in model_names():
-            raise ConfigError(f"{path}: [[models]] #{i}: unknown model {spec['name']!r}; "
-                              f"choose one of {model_names()}")
-        unknown_keys = set(spec) - {"name", "label", "params", "params_file", "config",
-                                    "backbone"}
-        if unknown_keys:
-            raise ConfigError(f"{path}: [[models]] #{i}: unknown key(s) {sorted(unknown_keys)}")
-        model_name = spec["name"]
-        params = model_params(model_name, params_file=spec.get("params_file"),
-                              values=spec.get("params", {}), backbone=spec.get("backbone"),
-                              config=spec.get("config"))
-        models.append(ModelSpec(model_name, spec.get("label", model_name), params))
-    if not models:
-        raise ConfigError(f"{path}: at least one [[models]] entry is needed")
+    for i, m in enumerate(spec.models, 1):
+        if m.name not in model_names():
+            raise ConfigError(f"{path}: [[models]] #{i}: unknown model {m.name!r}; choose one "
+                              f"of {model_names()}")
+        label = safe_name(m.label or m.name, f"{path}: [[models]] #{i} label")
+        try:
+            params = model_params(m.name, params_file=m.params_file, values=m.params,
+                                  backbone=m.backbone, config=m.config)
+            build_model(m.name, params)  # every parameter checked now, not after hours
+        except ConfigError as err:
+            raise ConfigError(f"{path}: [[models]] #{i}: {err}") from None
+        models.append(ModelSpec(m.name, label, params))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: model labels must be unique, got {labels}")
-    d = data.get("data", {})
-    holdout = None
-    if "holdout" in d:
-        h = d["holdout"]
-        holdout = HoldoutSpec(h.get("source"), float(h.get("fraction", 0.2)), int(h.get("seed", 0)))
-    if holdout is None and "test" not in d:
+    if data.holdout is None and data.test is None:
         raise ConfigError(f"{path}: [data] needs 'test' (a test file) or a [data.holdout] table")
-    if holdout is not None and "test" in d:
+    if data.holdout is not None and data.test is not None:
         raise ConfigError(f"{path}: [data] takes 'test' or [data.holdout], not both")
-    stack = data.get("stack", {})
-    cal = data.get("calibration", {})
-    out = data.get("output", {})
-    cfg = RunConfig(
+    h = data.holdout
+    return RunConfig(
         name=name,
-        competition=run["competition"],
-        submission_competition=run.get("submission_competition", run["competition"]),
-        out_dir=out_dir,
+        competition=run.competition,
+        submission_competition=run.submission_competition or run.competition,
+        out_dir=Path(run.out_dir or f"runs/{name}"),
         models=tuple(models),
-        train=_as_tuple(d["train"], "train", path) if "train" in d else (),
-        test=d.get("test"),
-        holdout=holdout,
-        folds=run.get("folds"),
-        seed=run.get("seed"),
-        stack=stack.get("method", "auto"),
-        stack_candidates=_as_tuple(stack.get("candidates", ["blend", "logistic", "lgbm"]),
-                                   "candidates", path),
-        stack_features=stack.get("features", "length"),
-        calibration=cal.get("method", "auto"),
-        calibration_candidates=_as_tuple(
-            cal.get("candidates", ["temperature", "vector", "temperature_by_length"]),
-            "candidates", path),
-        submission=Path(out["submission"]) if "submission" in out else None,
-        report=Path(out["report"]) if "report" in out else None,
+        train=_tuple(data.train) if data.train is not None else (),
+        test=data.test,
+        holdout=None if h is None else HoldoutSpec(h.source, h.fraction, h.seed),
+        folds=run.folds,
+        seed=run.seed,
+        stack=spec.stack.method,
+        stack_candidates=_tuple(spec.stack.candidates),
+        stack_features=spec.stack.features,
+        calibration=spec.calibration.method,
+        calibration_candidates=_tuple(spec.calibration.candidates),
+        submission=Path(spec.output.submission) if spec.output.submission else None,
+        report=Path(spec.output.report) if spec.output.report else None,
         file=path,
     )
-    if cfg.stack not in STACK_METHODS:
-        raise ConfigError(f"{path}: [stack] method {cfg.stack!r} is not one of {STACK_METHODS}")
-    for c in cfg.stack_candidates:
-        if c not in STACK_METHODS[2:]:
-            raise ConfigError(f"{path}: [stack] candidate {c!r} is not one of {STACK_METHODS[2:]}")
-    if cfg.stack_features not in ("length", "none"):
-        raise ConfigError(f"{path}: [stack] features must be 'length' or 'none'")
-    if cfg.calibration not in CALIBRATION_METHODS:
-        raise ConfigError(f"{path}: [calibration] method {cfg.calibration!r} is not one of "
-                          f"{CALIBRATION_METHODS}")
-    for c in cfg.calibration_candidates:
-        if c not in CALIBRATION_METHODS[1:]:
-            raise ConfigError(f"{path}: [calibration] candidate {c!r} is not one of "
-                              f"{CALIBRATION_METHODS[1:]}")
-    return cfg

@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from prefpred.errors import ConfigError, DataError
-from prefpred.io import write_json_atomic
+from prefpred.io import write_text_atomic
 from prefpred.probabilities import softmax
-from prefpred.registry import constructor_params, instantiate
+from prefpred.registry import check_params, constructor_params, instantiate
 
 FORMAT_VERSION = 2
 _TOP_KEYS = {"kind", "format_version", "name", "params", "state"}
@@ -153,12 +153,16 @@ class SavedEstimator:
                 "params": self.get_params(),
                 "state": {attr: self._dump(attr) for attr in self._state}}
 
-    def save(self, path: str | Path, **meta: Any) -> Path:
-        """Write the fitted estimator (and optional ``meta``) atomically as JSON."""
+    def dumps(self, **meta: Any) -> str:
+        """The saved JSON text (with optional free-form ``meta``)."""
         data = self.to_dict()
         if meta:
             data["meta"] = meta
-        write_json_atomic(path, data)
+        return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+
+    def save(self, path: str | Path, **meta: Any) -> Path:
+        """Write the fitted estimator (and optional ``meta``) atomically as JSON."""
+        write_text_atomic(path, self.dumps(**meta))
         return Path(path)
 
     @classmethod
@@ -189,7 +193,7 @@ class SavedEstimator:
         if not isinstance(params, Mapping) or not isinstance(state, Mapping):
             raise bad('"params" and "state" must be objects', "params")
         try:
-            obj = target(**params)
+            obj = target(**check_params(target, params, "parameters:"))
         except (ConfigError, TypeError, ValueError) as err:
             raise bad(f"parameters: {err}", "params") from None
         expected = set(target._state)

@@ -26,10 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import polars as pl
+from pydantic import Field
 from scipy.optimize import minimize
 
 from prefpred.calibration import calibrate_out_of_fold
@@ -39,6 +40,7 @@ from prefpred.labels import CLASSES, N_CLASSES
 from prefpred.metrics import score_by
 from prefpred.oof import OOFData
 from prefpred.probabilities import log_softmax, softmax
+from prefpred.registry import NonNegative, Positive, PositiveFloat
 from prefpred.saved import SavedEstimator, Spec
 
 BLEND = "blend"
@@ -208,7 +210,7 @@ class LogisticStacker(Stacker):
               "scale_": Spec(ndim=1, low=0.0, open_low=True), "coef_": Spec(ndim=2),
               "intercept_": Spec(ndim=1)}
 
-    def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0)) -> None:
+    def __init__(self, Cs: Sequence[PositiveFloat] = (0.01, 0.1, 1.0, 10.0)) -> None:
         super().__init__()
         self.Cs = [float(c) for c in Cs]
         self.C_: float | None = None
@@ -336,9 +338,10 @@ class LGBMStacker(Stacker):
     name = "lgbm"
     _state = {**Stacker._state, "n_rounds_": Spec("integer", low=1), "booster_": Spec("text")}
 
-    def __init__(self, n_estimators: int = 300, learning_rate: float = 0.03,
-                 num_leaves: int = 7, min_child_samples: int = 50, reg_lambda: float = 1.0,
-                 early_stopping_rounds: int = 30, seed: int = 0, num_threads: int = 1) -> None:
+    def __init__(self, n_estimators: Positive = 300, learning_rate: PositiveFloat = 0.03,
+                 num_leaves: Annotated[int, Field(ge=2)] = 7, min_child_samples: Positive = 50,
+                 reg_lambda: NonNegative = 1.0, early_stopping_rounds: Positive = 30,
+                 seed: Annotated[int, Field(ge=0)] = 0, num_threads: Positive = 1) -> None:
         super().__init__()
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate

@@ -25,11 +25,12 @@ import polars as pl
 from prefpred.competitions import Competition
 from prefpred.data.folds import assign_folds, check_folds, out_of_fold
 from prefpred.data.table import PreferenceTable
-from prefpred.io import atomic_path, file_sha256, git_commit, write_json_atomic
-from prefpred.labels import LOGIT_COLUMNS
+from prefpred.errors import ConfigError
+from prefpred.io import atomic_path, file_sha256, git_commit, read_back, write_json_atomic
+from prefpred.labels import LOGIT_COLUMNS, check_label_mix
 from prefpred.metrics import score_by
 from prefpred.models.base import PreferenceModel, build_model, check_logits, set_work_dir
-from prefpred.oof import OOF_FILE, oof_frame, write_oof
+from prefpred.oof import OOF_FILE, oof_frame, read_oof, write_oof
 from prefpred.probabilities import softmax
 from prefpred.submission import write_submission
 
@@ -47,6 +48,10 @@ class CVResult:
     @property
     def log_loss(self) -> float:
         return float(self.scores.filter(pl.col("group") == "ALL")["log_loss"][0])
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _cv_key(name: str, params: dict[str, Any], fingerprint: str, folds: np.ndarray) -> dict:
@@ -80,9 +85,14 @@ def run_cv(
     returned logits are NaN), e.g. a one-fold budget run of a slow model.
     """
     y = table.require_labels("cross-validation")
+    check_label_mix(y, f"{table.origin or 'the training data'}: cross-validation")
     folds = assign_folds(table, n_folds, seed) if folds is None else np.asarray(folds)
     check_folds(table, folds)
     fold_ids = sorted(set(folds.tolist()))
+    unknown = sorted(set(only_folds or []) - set(fold_ids))
+    if unknown:
+        raise ConfigError(f"--only-fold {unknown[0]}: the folds are numbered {fold_ids[0]} to "
+                          f"{fold_ids[-1]}")
     todo = fold_ids if only_folds is None else [k for k in fold_ids if k in set(only_folds)]
     params = make_model().get_params()
     out_dir = Path(run_dir) / name if run_dir is not None else None
@@ -90,7 +100,7 @@ def run_cv(
         out_dir.mkdir(parents=True, exist_ok=True)
         key = _cv_key(name, params, table.fingerprint(), folds)
         key_file = out_dir / "cv_key.json"
-        if key_file.exists() and json.loads(key_file.read_text()) != key:
+        if key_file.exists() and read_back(key_file, _read_json, "the CV key") != key:
             for stale in out_dir.glob("fold_*.parquet"):
                 stale.unlink()
         write_json_atomic(key_file, key)
@@ -102,9 +112,12 @@ def run_cv(
 
         def fit_predict_fold(k: int, train_idx: np.ndarray, valid_idx: np.ndarray) -> np.ndarray:
             fold_file = out_dir / f"fold_{k}.parquet" if out_dir else None
-            if resume and fold_file is not None and fold_file.exists():
-                saved = pl.read_parquet(fold_file)
-                if saved["id"].to_list() == ids[valid_idx].tolist():
+            if resume and fold_file is not None:
+                want = ids[valid_idx].tolist()
+                saved = read_back(fold_file, lambda p: read_oof(p)[0], "the finished fold",
+                                  check=lambda f: f["id"].to_list() == want
+                                  and f["fold"].to_list() == [k] * len(want))
+                if saved is not None:
                     return saved.select(LOGIT_COLUMNS).to_numpy()
             model = make_model()
             set_work_dir(model, out_dir / f"fold_{k}_work" if out_dir else None)
@@ -169,14 +182,18 @@ def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
     key = {"model": model, "params": params, "train": train.fingerprint(),
            "test": test.fingerprint()}
     key_file = cache.with_suffix(".key.json") if cache is not None else None
-    if cache is not None and cache.exists() and key_file.exists() \
-            and json.loads(key_file.read_text()) == json.loads(json.dumps(key, default=str)):
-        frame = pl.read_parquet(cache)
-        if frame["id"].to_list() == test.ids:
+    if cache is not None and cache.exists() and key_file.exists() and read_back(
+            key_file, _read_json, "the test-logit key") == json.loads(json.dumps(key, default=str)):
+        frame = read_back(cache, pl.read_parquet, "the cached test logits",
+                          check=lambda f: f["id"].to_list() == test.ids
+                          and np.isfinite(f.select(LOGIT_COLUMNS).to_numpy()).all())
+        if frame is not None:
             if say is not None:
                 say(f"{label}: test logits reused")
             return frame.select(LOGIT_COLUMNS).to_numpy()
     t0 = time.perf_counter()
+    check_label_mix(train.require_labels("training"),
+                    f"{train.origin or 'the training data'}: training")
     m = build_model(model, params)
     set_work_dir(m, work_dir)
     m.fit(train)

@@ -135,12 +135,13 @@ report = "{tmp_path / 'report.html'}"
      "not both"),
     (lambda s: s.replace('label = "prior-raw"', 'label = "prior"'), "labels must be unique"),
     (lambda s: s.replace('method = "auto"\ncandidates = ["blend", "logistic"]',
-                         'method = "magic"'), "method 'magic'"),
-    (lambda s: s.replace('competition = "lmsys-chatbot-arena"\n', ""), "needs 'competition'"),
+                         'method = "magic"'), "[stack] method = 'magic'"),
+    (lambda s: s.replace('competition = "lmsys-chatbot-arena"\n', ""),
+     "[run] missing key 'competition'"),
 ])
 def test_config_errors(tmp_path, cli, edit, message):
     path = _config(tmp_path, edit(BASE))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         read_run_config(path)
     res = cli("run", path)
     assert res.code == 2 and message in res.err and len(res.err.strip().splitlines()) == 1

@@ -154,7 +154,8 @@ def test_tie_model_names_and_files_are_checked(tmp_path):
                    '"params": {}, "state": {"coef_": [1.0]}}')
     with pytest.raises(DataError, match="coef_ needs 3 values"):
         load_tie_model(bad)
-    assert RaoKupper().get_params() == Davidson().get_params() == {"position_bias": True}
+    assert RaoKupper().get_params() == Davidson().get_params() == {"position_bias": True,
+                                                                   "tie_rate": None}
     assert MultinomialTie(features=["a"])._param_names()[-1] == "B:a"
     with pytest.raises(DataError, match="only 2 distinct groups for 5 folds"):
         reward_folds(np.arange(40) % 3, groups=np.arange(40) % 2)

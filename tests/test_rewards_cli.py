@@ -85,7 +85,7 @@ def test_reward_command_errors_are_one_line(cli, tmp_path):
     assert res.code == 2 and "one output" in res.err and res.err.strip().count("\n") == 0
     res = cli("score-rewards", "--model", tmp_path / "missing", "--data", AUTOJ,
               "--out", tmp_path / "s.csv")
-    assert res.code == 2 and "not a Hugging Face model folder" in res.err
+    assert res.code == 2 and "folder does not exist" in res.err
     res = cli("calibrate-rewards", "apply", "--model", tmp_path, "--scores", AUTOJ,
               "--out", tmp_path / "p.csv")
     assert res.code == 2 and "no calibrator.json in the model folder" in res.err

@@ -10,7 +10,7 @@ from sklearn.metrics import log_loss
 
 from prefpred.competitions import load_competition
 from prefpred.data.formats import load_table
-from prefpred.errors import SubmissionError
+from prefpred.errors import PrefpredError, SubmissionError
 from prefpred.submission import provenance_path, validate_submission, write_submission
 
 RAW = pl.read_csv(KAGGLE, infer_schema=False)
@@ -66,7 +66,7 @@ def test_writer_refuses_bad_probabilities_and_leaves_nothing(tmp_path):
     comp = load_competition("lmsys-chatbot-arena")
     test = load_table(KAGGLE).take(np.arange(5))
     out = tmp_path / "s.csv"
-    with pytest.raises(ValueError):
+    with pytest.raises(PrefpredError, match="row 1 has probabilities"):
         write_submission(out, test, np.full((5, 3), np.nan), comp)
     assert not out.exists() and not list(tmp_path.iterdir())
 
@@ -101,14 +101,22 @@ def test_wsdm_label_layout(tmp_path):
         validate_submission(out, comp, test=test)
 
 
-def test_sums_within_tolerance_pass(tmp_path):
+def test_row_sums_follow_the_graders_rounding(tmp_path):
+    """mle-bench accepts a row whose sum rounds to 1 at 6 decimals (pandas' round), and only
+    that: 1.0000004 passes, 1.0000006 does not."""
     comp = load_competition("lmsys-chatbot-arena")
     test = load_table(KAGGLE).take(np.arange(3))
     out = tmp_path / "s.csv"
-    pl.DataFrame({"id": test.ids, "winner_model_a": [0.3333333, 0.5, 0.2],
-                  "winner_model_b": [0.3333333, 0.5, 0.2],
-                  "winner_tie": [0.3333334, 0.0, 0.6000005]}).write_csv(out)
+    tie = [0.3333334, 0.0, 0.6000004]
+    frame = pl.DataFrame({"id": test.ids, "winner_model_a": [0.3333333, 0.5, 0.2],
+                          "winner_model_b": [0.3333333, 0.5, 0.2], "winner_tie": tie})
+    frame.write_csv(out)
+    assert pl.read_csv(out).drop("id").to_pandas().sum(axis=1).round(6).eq(1).all()
     validate_submission(out, comp, test=test)
+    frame.with_columns(winner_tie=pl.Series([0.3333334, 0.0, 0.6000006])).write_csv(out)
+    assert not pl.read_csv(out).drop("id").to_pandas().sum(axis=1).round(6).eq(1).all()
+    with pytest.raises(SubmissionError, match="row 3"):
+        validate_submission(out, comp, test=test)
 
 
 def test_written_files_have_the_usual_permissions(tmp_path):

@@ -30,8 +30,8 @@ def cv_command(
     data: Data = None,
     format: Format = None,
     folds: Folds = None,
-    only_fold: Annotated[list[int] | None, typer.Option("--only-fold", help="Run only this fold "
-                                                        "(repeatable).")] = None,
+    only_fold: Annotated[list[int] | None, typer.Option("--only-fold", min=0, help="Run only "
+                                                        "this fold (repeatable).")] = None,
     seed: Seed = None,
     param: Param = None,
     params: ParamsFile = None,
@@ -43,9 +43,11 @@ def cv_command(
 ) -> None:
     """Grouped K-fold cross-validation: out-of-fold scores overall and per source."""
     from prefpred.competitions import load_competition
+    from prefpred.io import check_output
     from prefpred.metrics import format_scores
     from prefpred.stages import cross_validate
 
+    check_output(run_dir, inputs=data or [], folder=True, what="--run-dir")
     comp = load_competition(competition)
     model, model_params = model_from_options(model, param, params, backbone, config)
     table = comp.load_train(data, format, strict=strict)

@@ -49,21 +49,23 @@ def holdout_command(
     source: Annotated[str | None, typer.Option("--source", help="Hold out rows of this source "
                                                "only.")] = None,
     fraction: Annotated[float, typer.Option("--fraction")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1)] = 0,
     data: Data = None,
     format: Format = None,
 ) -> None:
     """Split whole prompt groups off as a Kaggle-format test file, with its labels kept apart."""
     from prefpred.competitions import load_competition
-    from prefpred.data.export import split_holdout, write_kaggle_csv
+    from prefpred.data.export import HOLDOUT_FILES, split_holdout, write_holdout
+    from prefpred.io import check_output
 
     comp = load_competition(competition)
+    inputs = list(data or []) or [s.resolve() for s in comp.train]
+    check_output(out, inputs=inputs, folder=True, what="--out")
+    for name in HOLDOUT_FILES:
+        check_output(out / name, inputs=inputs, what="--out")
     table = comp.load_train(data, format)
     train, test = split_holdout(table, source=source, fraction=fraction, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    train.write_parquet(out / "train.parquet")
-    write_kaggle_csv(test, out / "test.csv", with_labels=False)
-    write_kaggle_csv(test, out / "test_labelled.csv", with_labels=True)
+    write_holdout(out, test, train)
     typer.echo(f"{out}: train.parquet {len(train)} rows, test.csv {len(test)} rows "
                f"(labels in test_labelled.csv)")
 

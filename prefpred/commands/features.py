@@ -38,6 +38,9 @@ def build_command(
         from prefpred.errors import ConfigError
 
         raise ConfigError(f"--tokenizer {tokenizer}: no such tokenizer.json file")
+    from prefpred.io import check_output
+
+    check_output(out, inputs=list(data or []), folder=True, what="--out")
     cache = FeatureCache(out, FeatureConfig(tokenizer=tokenizer))
     target = table.with_swapped() if swapped else table
     t0 = time.perf_counter()

@@ -35,17 +35,16 @@ def predict_command(
     backbone: Backbone = None,
     swap_average: Annotated[bool, typer.Option("--swap-average/--no-swap-average",
                                                help="Average each pair with its swap.")] = True,
-    infer_tokens: Annotated[int | None, typer.Option("--infer-tokens", help="Token budget "
+    infer_tokens: Annotated[int | None, typer.Option("--infer-tokens", min=1, help="Token budget "
                                                      "of one inference batch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, "
                                                "cuda:N.")] = None,
 ) -> None:
     """Predict TEST with a saved backbone artifact (no training, nothing downloaded)."""
-    import polars as pl
 
     from prefpred.errors import ConfigError
-    from prefpred.io import atomic_path
-    from prefpred.labels import CLASSES, LOGIT_COLUMNS
+    from prefpred.io import check_output
+    from prefpred.labels import PROBA_COLUMNS
     from prefpred.models.backbone import BackboneModel
     from prefpred.models.backbone.artifacts import read_artifact_info
     from prefpred.probabilities import softmax
@@ -53,6 +52,8 @@ def predict_command(
     as_submission = out.suffix.lower() == ".csv"
     if as_submission and competition is None:
         raise ConfigError(f"{out}: a .csv output is a submission and needs --competition")
+    check_output(out, inputs=[test, artifact], what="--out",
+                 suffixes=(".csv", ".parquet", ".pq"))
     if competition is not None:
         from prefpred.competitions import load_competition
 
@@ -88,10 +89,8 @@ def predict_command(
             swap_average=swap_average)
         write_submission(out, table, proba, comp, provenance)
     else:
-        frame = pl.DataFrame({"id": table.ids}).with_columns(
-            [pl.Series(c, logits[:, i]) for i, c in enumerate(LOGIT_COLUMNS)]
-            + [pl.Series(f"prob_{c}", proba[:, i]) for i, c in enumerate(CLASSES)])
-        with atomic_path(out) as tmp:
-            frame.write_parquet(tmp)
+        from prefpred.submission import write_probabilities
+
+        write_probabilities(out, table.ids, proba, logits=logits, columns=PROBA_COLUMNS)
     shutil.rmtree(parts, ignore_errors=True)
     typer.echo(f"wrote {out} ({len(table)} rows{', validated' if as_submission else ''})")

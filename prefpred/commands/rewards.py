@@ -16,6 +16,9 @@ calibrate_app = typer.Typer(
     no_args_is_help=True,
 )
 
+#: What a scores or probabilities file may be.
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
 ScoresOpt = Annotated[Path, typer.Option("--scores", "-s", help="CSV / parquet with id, reward_a, "
                                          "reward_b (and a label to fit on).")]
 
@@ -36,20 +39,25 @@ def fit_command(
     feature: Annotated[list[str] | None, typer.Option("--feature", help="Numeric column of the "
                                                       "scores file the multinomial model may use "
                                                       "(repeatable, or comma-separated).")] = None,
-    folds: Annotated[int, typer.Option("--folds", help="Folds for the out-of-fold comparison "
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Folds for the out-of-fold comparison "
                                        "(grouped by a 'group' column when present).")] = 5,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1)] = 0,
     position_bias: Annotated[bool, typer.Option("--position-bias/--no-position-bias",
                                                 help="Fit a first-position advantage.")] = True,
+    tie_rate: Annotated[float | None, typer.Option(
+        "--tie-rate", help="Fix P(tie) at equal rewards instead of learning it (needed when the labels have "
+             "no ties; rao-kupper and davidson only).")] = None,
 ) -> None:
     """Fit every tie model, compare them out of fold, save them; the best becomes the default."""
+    from prefpred.io import check_output
     from prefpred.metrics import format_scores
     from prefpred.rewards.calibrate import fit_reward_calibration
     from prefpred.rewards.io import read_scores
 
+    check_output(out, inputs=[scores], folder=True, what="--out")
     data = read_scores(scores, require_labels=True, features=_features(feature))
     result = fit_reward_calibration(data, out, model=model, n_folds=folds, seed=seed,
-                                    position_bias=position_bias)
+                                    position_bias=position_bias, tie_rate=tie_rate)
     typer.echo(format_scores(result.scores, title=f"{scores.name}: {len(data)} pairs, "
                              f"{folds}-fold out-of-fold scores"))
     params = ", ".join(f"{k}={v:.4g}" for k, v in result.model.params_.items())
@@ -62,24 +70,27 @@ def apply_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="Folder written by `fit` (or one "
                                         "model's JSON file).")],
     scores: ScoresOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV or parquet to write: id and the Kaggle "
-                                      "submission's probability columns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV or parquet to write: id and "
+                                      "the Kaggle submission's probability columns.")],
     use: Annotated[str | None, typer.Option("--use", help="Apply this fitted model of the "
                                             "folder instead of the chosen one.")] = None,
 ) -> None:
     """Calibrated probabilities for every pair of a scores file (labels are not needed)."""
+    from prefpred.io import check_output
     from prefpred.rewards.calibrate import (
         apply_reward_calibration,
         model_features,
         resolve_model_path,
     )
-    from prefpred.rewards.io import probability_frame, read_scores, write_frame
+    from prefpred.rewards.io import read_scores
     from prefpred.rewards.models import load_tie_model
+    from prefpred.submission import write_probabilities
 
+    check_output(out, inputs=[scores, model], what="--out", suffixes=TABLE_SUFFIXES)
     tie_model = load_tie_model(resolve_model_path(model, use))
     data = read_scores(scores, features=model_features(tie_model))
     proba = apply_reward_calibration(tie_model, data)
-    write_frame(probability_frame(data.ids, proba), out)
+    write_probabilities(out, data.ids, proba)
     typer.echo(f"wrote {out} ({len(data)} rows, {tie_model.name})")
 
 
@@ -91,20 +102,22 @@ def score_rewards_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV or parquet: id, reward_a, "
                                       "reward_b, source, group[, label].")],
     format: Format = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per conversation "
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per conversation "
                                             "(truncated from the left).")] = 2048,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: "
                                                "cuda when available).")] = None,
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
-    limit: Annotated[int | None, typer.Option("--limit", help="Score only the first N "
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N "
                                               "pairs.")] = None,
 ) -> None:
     """Score both responses of every pair with a reward model (for calibrate-rewards)."""
     from prefpred.data.formats import load_table
+    from prefpred.io import check_output
     from prefpred.rewards.io import write_frame
     from prefpred.rewards.scoring import score_pairs
 
+    check_output(out, inputs=[data, model], what="--out", suffixes=TABLE_SUFFIXES)
     table = load_table(data, format)
     if limit is not None:
         table = table.take(list(range(min(limit, len(table)))))

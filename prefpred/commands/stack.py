@@ -38,23 +38,36 @@ def _lengths_for(competition: str | None, ids: list[str], calibrations: list[str
 
 def _write_outputs(out: Path, data, logits, key: str, calibration: str, lengths, scores,
                    stacker=None) -> None:
-    """The saved calibrator (and stacker), the scores table and a reliability PNG in ``out``."""
+    """The saved calibrator (and stacker), the scores table and a reliability PNG in ``out``,
+    written together (all or none)."""
     from prefpred.calibration import calibrate_out_of_fold, make_calibrator
+    from prefpred.io import atomic_paths
     from prefpred.probabilities import softmax
-    from prefpred.report import write_reliability_png
-    from prefpred.rewards.io import write_frame
+    from prefpred.report import reliability_png
 
-    out.mkdir(parents=True, exist_ok=True)
-    if stacker is not None:
-        stacker.save(out / "stacker.json")
-    make_calibrator(calibration).fit(logits, data.y, lengths=lengths).save(
-        out / "calibrator.json")
-    write_frame(scores, out / "scores.csv")
+    calibrator = make_calibrator(calibration).fit(logits, data.y, lengths=lengths)
     calibrated = calibrate_out_of_fold(logits, data.y, data.folds, calibration, lengths=lengths)
-    write_reliability_png(out / "reliability.png", data.y,
-                          {f"{key} (raw)": softmax(logits),
-                           f"{key} + {calibration}": softmax(calibrated)},
+    png = reliability_png(data.y, {f"{key} (raw)": softmax(logits),
+                                   f"{key} + {calibration}": softmax(calibrated)},
                           title=f"{key}: out of fold")
+    texts = {"calibrator.json": calibrator.dumps()}
+    if stacker is not None:
+        texts["stacker.json"] = stacker.dumps()
+    names = [*texts, "scores.csv", "reliability.png"]
+    with atomic_paths(*[out / name for name in names]) as temps:
+        for tmp, text in zip(temps, texts.values(), strict=False):
+            tmp.write_text(text, encoding="utf-8")
+        scores.write_csv(temps[-2])
+        temps[-1].write_bytes(png)
+
+
+def _check_out(out: Path | None, inputs: list[Path]) -> None:
+    if out is not None:
+        from prefpred.io import check_output
+
+        check_output(out, inputs=inputs, folder=True, what="--out")
+        for name in ("calibrator.json", "stacker.json", "scores.csv", "reliability.png"):
+            check_output(out / name, inputs=inputs, what="--out")
 
 
 def calibrate_command(
@@ -74,6 +87,7 @@ def calibrate_command(
     from prefpred.stack import evaluate
 
     path = oof / "oof.parquet" if oof.is_dir() else oof
+    _check_out(out, [path])
     name = path.parent.name
     data = join_oof({name: path})
     methods = list(method or ["temperature", "vector"])
@@ -120,6 +134,7 @@ def stack_command(
             raise ConfigError(f"--oof {item!r} is not NAME=PATH")
         name, path = item.split("=", 1)
         sources[name.strip()] = Path(path)
+    _check_out(out, [p / "oof.parquet" if p.is_dir() else p for p in sources.values()])
     stackers = list(stacker or ["blend", "logistic", "lgbm"])
     if features and competition is None:
         raise ConfigError("--features needs --competition (the table the features come from)")

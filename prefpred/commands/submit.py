@@ -33,8 +33,8 @@ def submit_command(
     test_format: TestFormat = None,
     param: Param = None,
     params: ParamsFile = None,
-    cv_folds: Annotated[int, typer.Option("--cv-folds", help="Folds of the CV whose scores go "
-                                          "into the provenance (0: skip CV).")] = 5,
+    cv_folds: Annotated[int, typer.Option("--cv-folds", min=0, help="Folds of the CV whose "
+                                          "scores go into the provenance (0: skip CV).")] = 5,
     run_dir: RunDir = Path("runs"),
     strict: Strict = False,
     backbone: Backbone = None,
@@ -42,8 +42,11 @@ def submit_command(
 ) -> None:
     """Fit on all of TRAIN, predict TEST, write and validate the submission."""
     from prefpred.competitions import load_competition
+    from prefpred.io import check_output
     from prefpred.stages import cross_validate, fit_and_submit
 
+    check_output(out, inputs=[*train, test], what="--out")
+    check_output(run_dir, inputs=[*train, test], folder=True, what="--run-dir")
     comp = load_competition(competition)
     model, model_params = model_from_options(model, param, params, backbone, config)
     train_table = comp.load_train(train, format, strict=strict)
@@ -91,7 +94,7 @@ def score_command(
     comp = load_competition(competition)
     truth = comp.load_test(labels, labels_format)
     validate_submission(submission, comp, test=truth)
-    _ids, proba = read_submission_proba(submission, comp)
+    proba = read_submission_proba(submission, comp, truth.ids)
     y = truth.require_labels("scoring")
     table = score_by(y, proba, truth.column("source").to_numpy())
     typer.echo(format_scores(table, title=f"{submission.name} against {labels.name}"))

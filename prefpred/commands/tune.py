@@ -11,7 +11,7 @@ from prefpred.cli import Competition, Data, Folds, Format, Param, ParamsFile, Se
 
 def tune_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model to tune (lgbm, tfidf).")] = "lgbm",
-    trials: Annotated[int, typer.Option("--trials", "-n", help="Finished trials the study should "
+    trials: Annotated[int, typer.Option("--trials", "-n", min=0, help="Finished trials the study should "
                                         "hold (all workers together); re-run to resume.")] = 20,
     storage: Annotated[str, typer.Option("--storage", help="SQLAlchemy URL of the study database: "
                                          "sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DB"
@@ -23,9 +23,9 @@ def tune_command(
     format: Format = None,
     folds: Folds = None,
     seed: Seed = None,
-    worker: Annotated[int, typer.Option("--worker", help="Worker number; offsets the sampler "
+    worker: Annotated[int, typer.Option("--worker", min=0, help="Worker number; offsets the sampler "
                                         "seed so parallel workers explore differently.")] = 0,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after "
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0, help="Stop starting trials after "
                                                   "this many seconds.")] = None,
     param: Param = None,
     params: ParamsFile = None,
@@ -39,7 +39,11 @@ def tune_command(
 
     comp = load_competition(competition)
     table = comp.load_train(data, format)
-    name = study or f"{model}-{comp.name}"
+    from prefpred.io import safe_name
+
+    name = safe_name(study or f"{model}-{comp.name}", "--study")  # names the saved parameters
+    if save_as is not None:
+        safe_name(save_as, "--save-as")
     result = tune(table, model=model, n_trials=trials, storage=storage, study_name=name,
                   base_params=load_params(params, param), n_folds=folds or comp.n_folds,
                   seed=comp.seed if seed is None else seed, worker=worker, timeout=timeout,

@@ -11,7 +11,7 @@ import polars as pl
 from prefpred.data.folds import assign_folds
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import DataError
-from prefpred.io import atomic_path
+from prefpred.io import atomic_paths
 from prefpred.labels import KAGGLE_COLUMNS
 
 
@@ -20,7 +20,7 @@ def _json_turns(series: pl.Series) -> pl.Series:
                      dtype=pl.String)
 
 
-def write_kaggle_csv(table: PreferenceTable, path: str | Path, *, with_labels: bool) -> Path:
+def kaggle_frame(table: PreferenceTable, *, with_labels: bool) -> pl.DataFrame:
     """Kaggle LMSYS layout: ``id,[model_a,model_b,]prompt,response_a,response_b`` and, with
     labels, the one-hot ``winner_*`` columns. Turns are JSON lists, as in the real files."""
     df = table.df
@@ -34,10 +34,24 @@ def write_kaggle_csv(table: PreferenceTable, path: str | Path, *, with_labels: b
         y = table.require_labels("a labelled Kaggle file")
         for i, name in enumerate(KAGGLE_COLUMNS):
             cols[name] = pl.Series(name, (y == i).astype(np.int64))
-    out = pl.DataFrame(cols)
-    with atomic_path(path) as tmp:
-        out.write_csv(tmp)
-    return Path(path)
+    return pl.DataFrame(cols)
+
+
+HOLDOUT_FILES = ("test.csv", "test_labelled.csv", "train.parquet")
+
+
+def write_holdout(out_dir: str | Path, held: PreferenceTable,
+                  train: PreferenceTable | None = None) -> list[Path]:
+    """The held-out rows as a Kaggle test file (no labels) and its labelled twin, and the
+    training table when given, written together (all or none) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = [out_dir / name for name in HOLDOUT_FILES[:2 if train is None else 3]]
+    with atomic_paths(*paths) as temps:
+        kaggle_frame(held, with_labels=False).write_csv(temps[0])
+        kaggle_frame(held, with_labels=True).write_csv(temps[1])
+        if train is not None:
+            train.df.write_parquet(temps[2])
+    return paths
 
 
 def split_holdout(table: PreferenceTable, *, source: str | None, fraction: float, seed: int

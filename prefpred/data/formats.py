@@ -4,7 +4,7 @@ or folder layout, and :func:`load_table`, the one entry point for reading data."
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +29,28 @@ def read_canonical(path: str | Path, *, source: str | None = None, strict: bool 
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Format:
-    """A source format: its reader, the source name its rows get, and whether a competition
-    TOML may re-map its columns (``takes_columns``: the column-mapped formats)."""
+    """A source format: its reader, the source name its rows get, and for the column-mapped
+    formats their :class:`ColumnMap`, which a competition TOML may re-map (``columns``)."""
 
     name: str
     description: str
     reader: Callable[..., PreferenceTable]
     default_source: str
-    takes_columns: bool = False
+    column_map: ColumnMap | None = None
+
+    @property
+    def takes_columns(self) -> bool:
+        return self.column_map is not None
 
 
 def _mapped(name: str, description: str, cmap: ColumnMap, default_source: str,
             transform=None) -> Format:
     """A column-mapped format: ``columns`` (from a competition TOML) override ``cmap``'s."""
     def reader(path, *, source, strict=False, columns: Mapping[str, Any] | None = None):
-        cm = replace(cmap, **dict(columns)) if columns else cmap
+        cm = cmap.with_overrides(columns) if columns else cmap
         return read_mapped(path, cm, source=source, strict=strict, transform=transform)
 
-    return Format(name, description, reader, default_source, takes_columns=True)
+    return Format(name, description, reader, default_source, column_map=cmap)
 
 
 FORMATS: dict[str, Format] = {

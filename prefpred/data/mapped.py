@@ -46,7 +46,7 @@ class ColumnMap:
     id: str | None = "id"
     turns: TurnEncoding = "json"
     label: str | None = None
-    label_map: Mapping[str, str] | None = None
+    label_map: Mapping[str, str | int] | None = None
     onehot: tuple[str, str, str] | None = None
     model_a: str | None = None
     model_b: str | None = None
@@ -59,24 +59,78 @@ class ColumnMap:
     #: canonical names (model_a, model_b, language, weight, group) read only when present
     optional: tuple[str, ...] = ()
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ColumnMap:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+    def with_overrides(self, columns: Mapping[str, Any], where: str = "columns") -> ColumnMap:
+        """This map with some keys replaced (a competition TOML's ``columns``), checked: an
+        unknown key names the closest valid one, a wrong type is one line."""
+        from dataclasses import asdict
+
+        from pydantic import TypeAdapter, ValidationError
+
+        from prefpred.errors import ConfigError
+        from prefpred.schema import closest, config_error
+
+        if not isinstance(columns, Mapping):
+            raise ConfigError(f"{where}: expected a table of column-map keys")
+        known = list(self.__dataclass_fields__)
+        unknown = [k for k in columns if k not in known]
         if unknown:
-            raise DataError(f"unknown column-map keys {sorted(unknown)} (known: {sorted(known)})")
-        data = dict(data)
-        for key in ("onehot", "optional"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
+            raise ConfigError(f"{where}: unknown column-map key {unknown[0]!r}"
+                              f"{closest(unknown[0], known)}; valid keys: {sorted(known)}")
+        try:
+            cmap = TypeAdapter(ColumnMap).validate_python({**asdict(self), **columns})
+        except ValidationError as err:
+            raise config_error(err, ColumnMap, None, where) from None
+        for word, target in (cmap.label_map or {}).items():
+            try:
+                class_index(target)
+            except ValueError:
+                raise ConfigError(f"{where}: label_map {word!r} = {target!r} is not a class of "
+                                  f"{list(CLASSES)}") from None
+        return cmap
 
 
 def require_columns(raw: pl.DataFrame, columns: list[str | None], file: Path) -> None:
+    """A located error naming the first missing column and the file's own columns."""
     missing = [c for c in columns if c is not None and c not in raw.columns]
     if missing:
-        raise DataError(f"missing column(s) {missing}; found {raw.columns}", file=file,
+        found = [c for c in raw.columns if c not in FACT_COLUMNS]
+        raise DataError(f"missing column(s) {missing}; the file has {found}", file=file,
                         column=missing[0])
+
+
+def whole_numbers(raw: pl.DataFrame, column: str, file: Path) -> list[int]:
+    """A column of whole numbers (ints, or text / floats holding one), else a located error."""
+    s = raw[column]
+    if s.dtype == pl.String:
+        s = s.str.strip_chars()
+    num = s.cast(pl.Float64, strict=False) if s.dtype != pl.Boolean else s.cast(pl.Float64) * None
+    bad = num.is_null() | ~num.is_finite() | (num != num.round()) | (num.abs() > 2**53)
+    if bad.any():
+        row = first_row(bad)
+        raise DataError(f"{s[row - 1]!r} is not a whole number", file=file, row=row,
+                        column=column)
+    return num.cast(pl.Int64).to_list()
+
+
+def texts(raw: pl.DataFrame, column: str, file: Path) -> list[str]:
+    """A column of non-empty text values, else a located error."""
+    s = raw[column]
+    bad = s.is_null() if s.dtype == pl.String else pl.Series([True] * len(s))
+    if s.dtype == pl.String:
+        bad = bad | (s.str.strip_chars() == "")
+    if bad.any():
+        row = first_row(bad)
+        raise DataError(f"{s[row - 1]!r} is not a text value", file=file, row=row, column=column)
+    return s.to_list()
+
+
+def turn_list(value: object, *, file: Path, row: int, column: str) -> list[str]:
+    """A JSON value that must be a list of turns (strings; null turns read as empty text)."""
+    if not isinstance(value, list) or not value or not all(
+            v is None or isinstance(v, str) for v in value):
+        raise DataError("expected a non-empty list of strings", file=file, row=row,
+                        column=column)
+    return ["" if v is None else v for v in value]
 
 
 def labels_from_onehot(raw: pl.DataFrame, cols: tuple[str, str, str], file: Path) -> pl.Series | None:
@@ -183,6 +237,11 @@ def _fact_exprs() -> list[pl.Expr]:
 
 
 FACT_COLUMNS = ("__norm", "__empty_prompt", *_QUIRK_FACTS.values())
+#: A row whose prompt and responses have different numbers of turns is kept as read: each part
+#: keeps all its turns (the backbone renders the prompt's turns, then A's, then B's; features
+#: count every turn and read each part's last turn; reward scoring alternates prompt turn i and
+#: response turn i and appends the turns left over). It is counted under this quirk.
+TURNS_DIFFER = "turn counts differ between prompt and responses (all turns kept)"
 
 
 def finish_table(df: pl.DataFrame, *, source: str, file: Path, quirks: Quirks) -> PreferenceTable:
@@ -193,8 +252,12 @@ def finish_table(df: pl.DataFrame, *, source: str, file: Path, quirks: Quirks) -
     """
     if not all(c in df.columns for c in FACT_COLUMNS):
         df = df.lazy().with_columns(_fact_exprs()).collect()
-    df = df.with_columns((pl.col("response_a") == pl.col("response_b")).alias("__identical"))
-    facts = {**_QUIRK_FACTS, "identical responses": "__identical"}
+    turns = pl.col("prompt").list.len()
+    df = df.with_columns((pl.col("response_a") == pl.col("response_b")).alias("__identical"),
+                         ((pl.col("response_a").list.len() != turns)
+                          | (pl.col("response_b").list.len() != turns)).alias("__turns_differ"))
+    facts = {**_QUIRK_FACTS, "identical responses": "__identical",
+             TURNS_DIFFER: "__turns_differ"}
     counts = df.select([pl.col(c).sum() for c in (*facts.values(), "__empty_prompt")]).row(
         0, named=True)
     for name, col in facts.items():
@@ -210,7 +273,7 @@ def finish_table(df: pl.DataFrame, *, source: str, file: Path, quirks: Quirks) -
             groups = pl.select(pl.when(pl.lit(empty)).then(pl.lit(own)).otherwise(pl.lit(groups)))
             groups = groups.to_series()
         df = df.with_columns(groups.alias("group"))
-    df = df.drop([*FACT_COLUMNS, "__identical"])
+    df = df.drop([*FACT_COLUMNS, "__identical", "__turns_differ"])
     return PreferenceTable.from_frame(df, source=source, file=file, quirks=quirks)
 
 

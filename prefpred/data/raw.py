@@ -6,6 +6,7 @@ row and column so the error can name them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -20,6 +21,7 @@ from prefpred.data.text import (
     HIGH_ESCAPE,
     LOW_ESCAPE,
     PAIR_ESCAPE,
+    json_error,
     repair_text,
 )
 from prefpred.errors import DataError
@@ -80,9 +82,26 @@ def drop_index_columns(df: pl.DataFrame) -> pl.DataFrame:
     return df.drop(drop) if drop else df
 
 
+def csv_header(path: Path, *, delimiter: str = ",", display: str | Path | None = None
+               ) -> list[str]:
+    """The column names of a CSV file's header; a repeated name is a located error (polars
+    would silently rename the second one)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        header = next(csv.reader(fh, delimiter=delimiter), [])
+    seen: set[str] = set()
+    for name in header:
+        key = name.strip()
+        if key in seen:
+            raise DataError("the header repeats this column name", file=display or path,
+                            column=key, fix="give every column its own name")
+        seen.add(key)
+    return header
+
+
 def read_csv(path: Path, *, delimiter: str = ",") -> pl.DataFrame:
     """All columns as strings; empty cells as null."""
     _check_exists(path)
+    csv_header(path, delimiter=delimiter)
     try:
         df = pl.read_csv(path, separator=delimiter, infer_schema=False, quote_char='"')
     except pl.exceptions.ComputeError as err:
@@ -145,6 +164,10 @@ def _read_utf8(path: Path, *, lines_are_rows: bool) -> tuple[bytes, str]:
 def read_jsonl(path: Path, *, quirks: Quirks | None = None, strict: bool = False) -> pl.DataFrame:
     """JSON lines; row N is the N-th non-blank line. Bare ``NaN`` tokens become null."""
     raw, text = _read_utf8(path, lines_are_rows=True)
+    first = next((ln for ln in text.splitlines() if ln.strip()), None)
+    if first is not None:
+        with contextlib.suppress(json.JSONDecodeError):  # located below
+            _loads(first, file=path, row=1)
     if "NaN" not in text and not _has_lone_surrogate_escape(text):
         try:
             df = pl.read_ndjson(io.BytesIO(raw), infer_schema_length=None)
@@ -159,9 +182,9 @@ def read_jsonl(path: Path, *, quirks: Quirks | None = None, strict: bool = False
             continue
         row += 1
         try:
-            obj = json.loads(line)
+            obj = _loads(line, file=path, row=row)
         except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON ({err.msg} at char {err.pos})", file=path, row=row) from None
+            raise DataError(json_error(err), file=path, row=row) from None
         if not isinstance(obj, dict):
             raise DataError("a JSON line must be an object", file=path, row=row)
         records.append(_clean_record(obj, file=path, row=row, quirks=quirks, strict=strict))
@@ -177,9 +200,9 @@ def read_json_array(path: Path, *, quirks: Quirks | None = None, strict: bool = 
     if stripped.startswith("{"):
         return read_jsonl(path, quirks=quirks, strict=strict)
     try:
-        data = json.loads(text)
+        data = _loads(text, file=path, row=None)
     except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON ({err.msg}, line {err.lineno})", file=path) from None
+        raise DataError(json_error(err, line=True), file=path) from None
     if not isinstance(data, list):
         raise DataError("expected a JSON array of objects", file=path)
     if not data:
@@ -190,6 +213,32 @@ def read_json_array(path: Path, *, quirks: Quirks | None = None, strict: bool = 
     records = [_clean_record(o, file=path, row=i, quirks=quirks, strict=strict)
                for i, o in enumerate(data, start=1)]
     return _records_to_frame(records, path)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` for json: an object that repeats a key is an error (json would keep
+    the last value silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _loads(text: str, *, file: Path, row: int | None) -> object:
+    """``json.loads`` refusing repeated keys, with located errors."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as err:
+        raise DataError("the object repeats this key", file=file, row=row, column=err.key,
+                        fix="give every field its own name") from None
 
 
 def _records_to_frame(records: list[dict], path: Path) -> pl.DataFrame:
@@ -240,8 +289,7 @@ def peek_columns(path: str | Path) -> list[str]:
     kind = file_kind(path)
     _check_exists(path)
     if kind in ("csv", "tsv"):
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            header = next(csv.reader(fh, delimiter="," if kind == "csv" else "\t"), [])
+        header = csv_header(path, delimiter="," if kind == "csv" else "\t")
         return [c for c in header if c.strip() and not c.startswith("Unnamed:")]
     if kind == "parquet":
         try:
@@ -254,7 +302,7 @@ def peek_columns(path: str | Path) -> list[str]:
     if kind == "jsonl" or head.lstrip().startswith("{"):
         first = next((ln for ln in head.splitlines() if ln.strip()), "")
         try:
-            obj = json.loads(first)
+            obj = _loads(first, file=path, row=1)
         except json.JSONDecodeError:
             return list(read_records(path).columns)
         return list(obj) if isinstance(obj, dict) else []
@@ -271,6 +319,7 @@ def scan_records(path: str | Path) -> pl.LazyFrame | None:
     kind = file_kind(path)
     _check_exists(path)
     if kind in ("csv", "tsv"):
+        csv_header(path, delimiter="," if kind == "csv" else "\t")
         return pl.scan_csv(path, separator="," if kind == "csv" else "\t", infer_schema=False)
     if kind == "parquet":
         return pl.scan_parquet(path)

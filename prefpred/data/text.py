@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,14 @@ def repair_surrogates(text: str) -> str:
     if not has_surrogates(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def json_error(err: json.JSONDecodeError, *, line: bool = False) -> str:
+    """``malformed JSON (<what> at char N)`` for a decoding error; with ``line``, the line of a
+    multi-line document too. (json's own messages may end in "at": no word is doubled.)"""
+    where = f"char {err.pos}" if not line else f"line {err.lineno}, column {err.colno}"
+    joiner = " " if err.msg.endswith(" at") else " at "
+    return f"malformed JSON ({err.msg}{joiner}{where})"
 
 
 def repair_text(text: str, *, strict: bool, file: str | Path | None, row: int, column: str,

@@ -9,7 +9,7 @@ from typing import Literal
 import polars as pl
 
 from prefpred.data.table import TURNS, Quirks, first_row
-from prefpred.data.text import lone_surrogate_escape_expr, repair_text
+from prefpred.data.text import json_error, lone_surrogate_escape_expr, repair_text
 from prefpred.errors import DataError
 
 TurnEncoding = Literal["json", "text"]
@@ -26,7 +26,7 @@ def _decode_json_python(
         try:
             value = json.loads(cell)
         except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON ({err.msg} at char {err.pos})", file=file, row=row,
+            raise DataError(json_error(err), file=file, row=row,
                             column=column, fix="expected a JSON list of strings") from None
         if value is None:
             raise DataError("value is JSON null, expected a list of strings", file=file, row=row,

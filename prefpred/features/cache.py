@@ -23,8 +23,9 @@ from typing import Final
 import polars as pl
 
 from prefpred.data.table import PreferenceTable
+from prefpred.errors import notice
 from prefpred.features.build import FeatureConfig, compute_features, feature_names
-from prefpred.io import atomic_path
+from prefpred.io import atomic_path, read_back
 
 #: The table columns features are computed from (and so what a row key hashes).
 INPUT_COLUMNS: Final = ("prompt", "response_a", "response_b", "source")
@@ -68,9 +69,16 @@ class FeatureCache:
         path = self.path_for(table)
         if not path.exists():
             return None
-        if _metadata(path) != self._expected(table.fingerprint(), len(table)):
+        meta = _metadata(path)
+        if meta is None:
+            notice(f"the feature cache file {path} is unreadable; recomputing its features")
             return None
-        return pl.read_parquet(path).drop(KEY_COLUMNS)
+        if meta != self._expected(table.fingerprint(), len(table)):
+            return None
+        names = [*KEY_COLUMNS, *feature_names(self.config)]
+        frame = read_back(path, pl.read_parquet, "the feature cache file",
+                          check=lambda f: f.height == len(table) and f.columns == names)
+        return None if frame is None else frame.drop(KEY_COLUMNS)
 
     def build(self, table: PreferenceTable, *, progress: bool = False,
               rebuild: bool = False) -> tuple[pl.DataFrame, Path, bool]:
@@ -142,8 +150,12 @@ class FeatureStore:
             new_parts = []
             if missing.height and self.cache is not None:
                 for path in self.cache.compatible_files():
-                    hit = self._lookup(missing.drop("_i"), pl.scan_parquet(path)).unique(
-                        list(KEY_COLUMNS))
+                    wanted = missing.drop("_i")
+                    hit = read_back(path, lambda p, w=wanted: self._lookup(
+                        w, pl.scan_parquet(p)).unique(list(KEY_COLUMNS)),
+                        "the feature cache file")
+                    if hit is None:
+                        continue
                     if hit.height:
                         new_parts.append(hit)
                         self.read_rows += hit.height

@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from prefpred.data.table import PreferenceTable
-from prefpred.errors import ConfigError
+from prefpred.errors import ConfigError, ModelError
 from prefpred.labels import N_CLASSES, swap_class_columns
 from prefpred.probabilities import log_softmax
 from prefpred.registry import instantiate
@@ -49,11 +49,15 @@ def swap_averaged_logits(predict: Callable[[PreferenceTable], np.ndarray],
 
 
 def check_logits(logits: np.ndarray, n_rows: int, who: str = "model") -> np.ndarray:
+    """Logits (n, 3) as float64, or a one-line :class:`ModelError` naming the first bad row."""
     logits = np.asarray(logits, dtype=np.float64)
     if logits.shape != (n_rows, N_CLASSES):
-        raise ValueError(f"{who} returned logits of shape {logits.shape}, expected ({n_rows}, 3)")
-    if not np.isfinite(logits).all():
-        raise ValueError(f"{who} returned non-finite logits")
+        raise ModelError(f"{who} returned logits of shape {logits.shape}, expected "
+                         f"({n_rows}, {N_CLASSES})")
+    bad = ~np.isfinite(logits).all(1)
+    if bad.any():
+        raise ModelError(f"{who} returned non-finite logits ({int(bad.sum())} rows, first row "
+                         f"{int(np.flatnonzero(bad)[0]) + 1}); nothing was written")
     return logits
 
 

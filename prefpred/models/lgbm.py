@@ -18,10 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import polars as pl
+from pydantic import Field
 
 from prefpred.data.folds import canonical_order, fold_split, split_folds
 from prefpred.data.table import PreferenceTable
@@ -32,7 +33,14 @@ from prefpred.features.sets import select_features
 from prefpred.io import atomic_path, write_json_atomic, write_text_atomic
 from prefpred.labels import N_CLASSES
 from prefpred.models.base import swap_averaged_logits
-from prefpred.registry import constructor_params
+from prefpred.registry import (
+    Fraction,
+    NonNegative,
+    OpenFraction,
+    Positive,
+    PositiveFloat,
+    constructor_params,
+)
 
 
 def inner_split(table: PreferenceTable, fraction: float, seed: int
@@ -65,21 +73,21 @@ class LightGBMModel:
 
     def __init__(
         self,
-        n_estimators: int = 2000,
-        learning_rate: float = 0.03,
-        num_leaves: int = 15,
+        n_estimators: Positive = 2000,
+        learning_rate: PositiveFloat = 0.03,
+        num_leaves: Annotated[int, Field(ge=2)] = 15,
         max_depth: int = -1,
-        min_child_samples: int = 40,
-        min_split_gain: float = 0.0,
-        feature_fraction: float = 0.5,
-        bagging_fraction: float = 0.8,
-        bagging_freq: int = 1,
-        lambda_l1: float = 0.0,
-        lambda_l2: float = 1.0,
-        cat_smooth: float = 10.0,
-        max_bin: int = 255,
-        early_stopping_rounds: int = 100,
-        valid_fraction: float = 0.15,
+        min_child_samples: Positive = 40,
+        min_split_gain: NonNegative = 0.0,
+        feature_fraction: Fraction = 0.5,
+        bagging_fraction: Fraction = 0.8,
+        bagging_freq: Annotated[int, Field(ge=0)] = 1,
+        lambda_l1: NonNegative = 0.0,
+        lambda_l2: NonNegative = 1.0,
+        cat_smooth: NonNegative = 10.0,
+        max_bin: Annotated[int, Field(ge=2)] = 255,
+        early_stopping_rounds: Annotated[int, Field(ge=0)] = 100,
+        valid_fraction: OpenFraction = 0.15,
         refit: bool = False,
         swap_augment: bool = True,
         swap_average: bool = True,
@@ -87,8 +95,8 @@ class LightGBMModel:
         feature_set: str = "all",
         tokenizer: str | None = None,
         feature_cache: str | None = "features",
-        seed: int = 0,
-        num_threads: int = 2,
+        seed: Annotated[int, Field(ge=0)] = 0,
+        num_threads: Annotated[int, Field(ge=0)] = 2,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate

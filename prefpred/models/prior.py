@@ -8,6 +8,7 @@ import numpy as np
 
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import N_CLASSES
+from prefpred.registry import NonNegative
 
 
 class Uniform:
@@ -30,7 +31,7 @@ class ClassPrior:
     no information a pair-level model could justify. ``smoothing`` is added to each class count.
     """
 
-    def __init__(self, symmetric: bool = True, smoothing: float = 1.0):
+    def __init__(self, symmetric: bool = True, smoothing: NonNegative = 1.0):
         self.symmetric = symmetric
         self.smoothing = smoothing
         self.log_prior_: np.ndarray | None = None

@@ -17,7 +17,7 @@ import polars as pl
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import N_CLASSES
 from prefpred.models.base import swap_averaged_logits
-from prefpred.registry import constructor_params
+from prefpred.registry import Positive, PositiveFloat, constructor_params
 
 
 class TfidfModel:
@@ -30,12 +30,12 @@ class TfidfModel:
         self,
         word_ngram: tuple[int, int] | list[int] = (1, 2),
         char_ngram: tuple[int, int] | list[int] = (3, 5),
-        word_max_features: int = 10_000,
-        char_max_features: int = 10_000,
-        min_df: int = 2,
-        max_chars: int = 4000,
-        C: float = 0.1,
-        max_iter: int = 300,
+        word_max_features: Positive = 10_000,
+        char_max_features: Positive = 10_000,
+        min_df: Positive = 2,
+        max_chars: Positive = 4000,
+        C: PositiveFloat = 0.1,
+        max_iter: Positive = 300,
         use_source: bool = True,
         swap_augment: bool = True,
         swap_average: bool = True,

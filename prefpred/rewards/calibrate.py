@@ -11,16 +11,16 @@ model folder::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from prefpred.errors import ConfigError, DataError
-from prefpred.io import write_json_atomic
+from prefpred.io import atomic_paths
 from prefpred.metrics import score
 from prefpred.probabilities import softmax
 from prefpred.rewards.io import RewardScores
@@ -32,6 +32,7 @@ from prefpred.rewards.models import (
     make_tie_model,
     oof_tie_scores,
     reward_folds,
+    tie_model_params,
 )
 
 CALIBRATOR_FILE = "calibrator.json"
@@ -46,13 +47,6 @@ class RewardCalibration:
     out_dir: Path | None
 
 
-def _params(name: str, position_bias: bool, feature_names: Sequence[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {"position_bias": position_bias}
-    if name == MultinomialTie.name and feature_names:
-        params["features"] = list(feature_names)
-    return params
-
-
 def fit_reward_calibration(
     scores: RewardScores,
     out_dir: str | Path | None = None,
@@ -62,11 +56,14 @@ def fit_reward_calibration(
     n_folds: int = 5,
     seed: int = 0,
     position_bias: bool = True,
+    tie_rate: float | None = None,
 ) -> RewardCalibration:
     """Compare tie models out of fold, refit them on all rows, save them, return the chosen one.
 
     ``model='auto'`` picks the candidate with the lowest out-of-fold log loss; a model name
     fits and keeps only that one (the comparison table still lists the baselines).
+    ``tie_rate`` fixes P(TIE) at equal rewards instead of learning it (needed when the labels
+    have no ties; the multinomial model, which learns its tie odds, is then left out).
     """
     if scores.y is None:
         raise DataError("no labels to fit on", file=scores.file, column="label")
@@ -75,6 +72,8 @@ def fit_reward_calibration(
             raise ConfigError(f"unknown tie model {model!r}; choose auto or one of "
                               f"{sorted(TIE_MODELS)}")
         candidates = [model]
+    elif tie_rate is not None:
+        candidates = [c for c in candidates if c != MultinomialTie.name]
     if scores.feature_names and MultinomialTie.name not in candidates:
         raise ConfigError("features are used by the multinomial model only; add it to the "
                           "candidates or drop the features")
@@ -82,7 +81,7 @@ def fit_reward_calibration(
     folds = reward_folds(y, scores.groups, n_folds, seed)
     oof = oof_tie_scores(scores.margin, y, folds, models=candidates, features=scores.features,
                          feature_names=scores.feature_names, position_bias=position_bias,
-                         sample_weight=scores.weights)
+                         sample_weight=scores.weights, tie_rate=tie_rate)
     rows = []
     for name, res in oof.items():
         s = score(y, softmax(res["logits"]))
@@ -93,19 +92,17 @@ def fit_reward_calibration(
     chosen = str(ranked["model"][0])
     fitted: dict[str, TieModel] = {}
     for name in candidates:
-        fitted[name] = make_tie_model(name, **_params(name, position_bias, scores.feature_names))
-        fitted[name].fit(scores.margin, y, scores.weights, scores.features
-                         if name == MultinomialTie.name else None)
+        params = tie_model_params(name, position_bias=position_bias,
+                                  feature_names=scores.feature_names, tie_rate=tie_rate)
+        fitted[name] = make_tie_model(name, **params)
+        fitted[name].fit(scores.margin, y, scores.weights,
+                         scores.features if "features" in params else None)
     table = table.with_columns((pl.col("model") == chosen).alias("chosen")).drop("tie_model")
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         meta = {"scores_file": str(scores.file), "rows": len(scores), "n_folds": n_folds,
                 "seed": seed}
-        for name, m in fitted.items():
-            m.save(out / f"{name}.json", **meta)
-        fitted[chosen].save(out / CALIBRATOR_FILE, chosen_by="out-of-fold log loss", **meta)
-        write_json_atomic(out / REPORT_FILE, {
+        report = {
             **meta, "chosen": chosen, "grouped_folds": scores.groups is not None,
             "scores": table.to_dicts(),
             "params": {n: m.params_ for n, m in fitted.items()},
@@ -113,7 +110,13 @@ def fit_reward_calibration(
                                                      scores.features
                                                      if n == MultinomialTie.name else None)
                                 for n, m in fitted.items()},
-        })
+        }
+        texts = {f"{name}.json": m.dumps(**meta) for name, m in fitted.items()}
+        texts[CALIBRATOR_FILE] = fitted[chosen].dumps(chosen_by="out-of-fold log loss", **meta)
+        texts[REPORT_FILE] = json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
+        with atomic_paths(*[out / name for name in texts]) as temps:  # all files or none
+            for tmp, text in zip(temps, texts.values(), strict=True):
+                tmp.write_text(text, encoding="utf-8")
     return RewardCalibration(chosen, fitted[chosen], table,
                              Path(out_dir) if out_dir is not None else None)
 
@@ -121,6 +124,8 @@ def fit_reward_calibration(
 def resolve_model_path(path: str | Path, name: str | None = None) -> Path:
     """A model folder (its calibrator.json, or ``<name>.json``) or a model JSON file."""
     path = Path(path)
+    if name is not None and name not in TIE_MODELS:
+        raise ConfigError(f"--use {name!r} is not a tie model; choose one of {sorted(TIE_MODELS)}")
     if path.is_dir():
         target = path / (f"{name}.json" if name else CALIBRATOR_FILE)
         if not target.exists():

@@ -21,7 +21,7 @@ from prefpred.data.mapped import labels_from_column, labels_from_onehot
 from prefpred.data.raw import read_records
 from prefpred.errors import DataError
 from prefpred.io import atomic_path
-from prefpred.labels import KAGGLE_COLUMNS, N_CLASSES
+from prefpred.labels import KAGGLE_COLUMNS
 
 LABEL_COLUMNS = ("label", "winner")
 
@@ -133,13 +133,3 @@ def write_frame(frame: pl.DataFrame, path: str | Path) -> Path:
             raise DataError(f"unknown output type {path.suffix!r}", file=path,
                             fix="use .csv or .parquet")
     return path
-
-
-def probability_frame(ids: list[str], proba: np.ndarray) -> pl.DataFrame:
-    """id, winner_model_a, winner_model_b, winner_tie (the Kaggle submission layout)."""
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape != (len(ids), N_CLASSES):
-        raise ValueError(f"probabilities of shape {proba.shape} for {len(ids)} ids")
-    proba = proba / proba.sum(1, keepdims=True)
-    return pl.DataFrame({"id": pl.Series(ids, dtype=pl.String),
-                         **{c: proba[:, i] for i, c in enumerate(KAGGLE_COLUMNS)}})

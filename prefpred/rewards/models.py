@@ -27,13 +27,26 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 from prefpred.data.folds import out_of_fold, split_folds
-from prefpred.errors import ConfigError, DataError
-from prefpred.labels import CLASSES, N_CLASSES, TIE, A, B, check_labels_and_weights
+from prefpred.errors import ConfigError, DataError, notice
+from prefpred.labels import (
+    CLASSES,
+    N_CLASSES,
+    TIE,
+    A,
+    B,
+    check_label_mix,
+    check_labels_and_weights,
+)
 from prefpred.metrics import log_loss
 from prefpred.probabilities import log_softmax, sample_labels, softmax
+from prefpred.registry import NonNegative, OpenFraction
 from prefpred.saved import SavedEstimator, Spec
 
 _MIN_ETA = 1e-6
+#: A slope beyond this, on standardised scores, means the scores separate the labels: the fit is
+#: redone with an L2 penalty of RIDGE on those coefficients (and says so).
+RUNAWAY = 40.0
+RIDGE = 1e-3
 
 
 def _check(margin: np.ndarray, y: np.ndarray | None = None,
@@ -76,8 +89,6 @@ class TieModel(SavedEstimator):
     _state = {"coef_": Spec(ndim=1)}
 
     def __init__(self, position_bias: bool = True) -> None:
-        if not isinstance(position_bias, bool):
-            raise ConfigError(f"position_bias must be true or false, got {position_bias!r}")
         self.position_bias = position_bias
         self.coef_: np.ndarray | None = None  # in the units of the raw margin and features
         self.n_iter_: int | None = None
@@ -131,16 +142,47 @@ class TieModel(SavedEstimator):
         m, y, w, x = _check(margin, y, sample_weight, features, self.n_features)
         if w.sum() <= 0:
             raise ValueError("sample weights sum to zero")
+        counts = check_label_mix(y, f"the {self.name} tie model")
+        if counts[TIE] == 0 and not self._tie_fixed():
+            raise DataError(
+                f"no ties among the labels: the {self.name} model cannot learn how often ties "
+                "happen (its tie parameter would run to its bound)", column="label",
+                fix="fix the tie share at equal rewards with --tie-rate R (rao-kupper or "
+                    "davidson), or fit on data with ties")
         w = w / w.sum()
         scales = np.array([_scale(m), *[_scale(c) for c in x.T]])
         ms, xs = m / scales[0], x / scales[1:]
         theta0 = self._initial(ms, y, w, xs)
-        res = minimize(self._nll_grad, theta0, args=(ms, xs, y, w), jac=True, method="L-BFGS-B",
-                       bounds=self._bounds(),
-                       options={"maxiter": 2000, "gtol": 1e-9, "ftol": 1e-15})
+        res = self._minimise(theta0, (ms, xs, y, w), 0.0)
+        mask = self._ridge_mask()
+        if mask.any() and np.abs(res.x[mask]).max() > RUNAWAY:
+            # the margin (or a feature) separates the labels (almost) perfectly: without a
+            # penalty the coefficients would grow without bound
+            res = self._minimise(theta0, (ms, xs, y, w), RIDGE)
+            notice(f"the {self.name} tie model: the scores separate the labels almost "
+                   f"perfectly; fitted with an L2 penalty ({RIDGE:g}) so its coefficients stay "
+                   "finite")
         self.coef_ = self._to_raw(res.x, scales)
         self.n_iter_ = int(res.nit)
         return self
+
+    def _minimise(self, theta0: np.ndarray, args: tuple, ridge: float):
+        mask = self._ridge_mask().astype(np.float64)
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            value, grad = self._nll_grad(theta, *args)
+            return value + ridge * float((mask * theta ** 2).sum()), grad + 2 * ridge * mask * theta
+
+        return minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=self._bounds(),
+                        options={"maxiter": 2000, "gtol": 1e-9, "ftol": 1e-15})
+
+    def _ridge_mask(self) -> np.ndarray:
+        """Parameters that run away on separable data (slopes, not the tie parameter)."""
+        return np.ones(len(self._param_names()), dtype=bool)
+
+    def _tie_fixed(self) -> bool:
+        """True when the tie parameter is not learned from the labels (a fixed tie rate)."""
+        return False
 
     def predict_logits(self, margin: np.ndarray, features: np.ndarray | None = None
                        ) -> np.ndarray:
@@ -192,22 +234,48 @@ class TieModel(SavedEstimator):
 
 
 class _MarginModel(TieModel):
-    """Shared parts of Rao-Kupper and Davidson: theta = (s, b, tie parameter)."""
+    """Shared parts of Rao-Kupper and Davidson: theta = (s, b, tie parameter).
+
+    ``tie_rate`` (optional) fixes the tie parameter instead of learning it: P(TIE) at equal
+    rewards is then ``tie_rate`` (the explicit choice needed for labels without ties).
+    """
 
     _tie_name: ClassVar[str] = ""
+
+    def __init__(self, position_bias: bool = True, tie_rate: OpenFraction | None = None
+                 ) -> None:
+        super().__init__(position_bias)
+        self.tie_rate = tie_rate
 
     def _param_names(self) -> list[str]:
         return ["scale", "position_bias", self._tie_name]
 
     def _bounds(self):
-        return [(None, None), (None, None) if self.position_bias else (0.0, 0.0),
-                self._tie_bound()]
+        tie = self._tie_bound()
+        if self.tie_rate is not None:
+            value = self._tie_value(self.tie_rate)
+            tie = (value, value)
+        return [(None, None), (None, None) if self.position_bias else (0.0, 0.0), tie]
 
     def _tie_bound(self) -> tuple[float | None, float | None]:
         return (None, None)
 
+    def _tie_value(self, rate: float) -> float:
+        """The tie parameter giving P(TIE) = ``rate`` at equal rewards."""
+        raise NotImplementedError
+
+    def _tie_fixed(self) -> bool:
+        return self.tie_rate is not None
+
+    def _ridge_mask(self) -> np.ndarray:
+        return np.array([True, True, False])
+
     def _free(self) -> np.ndarray:
-        return np.array([True, self.position_bias, True])
+        return np.array([True, self.position_bias, self.tie_rate is None])
+
+    def _initial(self, m, y, w, x):
+        t = self.tie_rate if self.tie_rate is not None else self._tie_rate(y, w)
+        return np.array([0.0, 0.0, self._tie_value(t)])
 
     def _to_raw(self, theta, scales):
         return np.array([theta[0] / scales[0], theta[1], theta[2]])
@@ -229,9 +297,8 @@ class RaoKupper(_MarginModel):
     def _tie_bound(self):
         return (_MIN_ETA, None)
 
-    def _initial(self, m, y, w, x):
-        t = self._tie_rate(y, w)
-        return np.array([0.0, 0.0, np.log((1 + t) / (1 - t))])
+    def _tie_value(self, rate: float) -> float:
+        return float(max(np.log((1 + rate) / (1 - rate)), _MIN_ETA))
 
     @staticmethod
     def _parts(theta, m):
@@ -270,9 +337,8 @@ class Davidson(_MarginModel):
     name = "davidson"
     _tie_name = "log_nu"
 
-    def _initial(self, m, y, w, x):
-        t = self._tie_rate(y, w)
-        return np.array([0.0, 0.0, np.log(2 * t / (1 - t))])
+    def _tie_value(self, rate: float) -> float:
+        return float(np.log(2 * rate / (1 - rate)))
 
     @staticmethod
     def _logits(theta, m):
@@ -304,15 +370,10 @@ class MultinomialTie(TieModel):
     name = "multinomial"
 
     def __init__(self, position_bias: bool = True, features: Sequence[str] = (),
-                 abs_margin: bool = True, l2: float = 0.0) -> None:
+                 abs_margin: bool = True, l2: NonNegative = 0.0) -> None:
         super().__init__(position_bias)
-        if isinstance(features, str) or not all(isinstance(f, str) for f in features):
+        if isinstance(features, str):
             raise ConfigError(f"features must be a list of column names, got {features!r}")
-        if not isinstance(abs_margin, bool):
-            raise ConfigError(f"abs_margin must be true or false, got {abs_margin!r}")
-        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not np.isfinite(l2) \
-                or l2 < 0:
-            raise ConfigError(f"l2 must be a finite number >= 0, got {l2!r}")
         self.features = list(features)
         self.abs_margin = abs_margin
         self.l2 = l2
@@ -350,6 +411,11 @@ class MultinomialTie(TieModel):
         if not self.position_bias:
             wmat[1, 0] = wmat[0, 0]
         return wmat
+
+    def _ridge_mask(self) -> np.ndarray:
+        mask = np.ones((2, len(self._columns())), dtype=bool)
+        mask[:, 0] = False  # intercepts
+        return mask.ravel()
 
     def _free(self) -> np.ndarray:
         free = np.ones(2 * len(self._columns()), dtype=bool)
@@ -456,11 +522,28 @@ def oof_tie_logits(name: str, margin: np.ndarray, y: np.ndarray, folds: np.ndarr
     return out_of_fold(folds, fit_predict)
 
 
+def tie_model_params(name: str, *, position_bias: bool = True,
+                     feature_names: Sequence[str] = (), tie_rate: float | None = None
+                     ) -> dict[str, Any]:
+    """The parameters of tie model ``name`` for the shared options: the feature columns go to
+    the multinomial model only, a fixed tie rate to the margin models only."""
+    params: dict[str, Any] = {"position_bias": position_bias}
+    if name == MultinomialTie.name:
+        if tie_rate is not None:
+            raise ConfigError("the multinomial model learns its tie odds; a fixed --tie-rate "
+                              "needs rao-kupper or davidson")
+        if len(feature_names):
+            params["features"] = list(feature_names)
+    elif tie_rate is not None:
+        params["tie_rate"] = tie_rate
+    return params
+
+
 def oof_tie_scores(margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
                    models: Sequence[str] = tuple(TIE_MODELS),
                    features: np.ndarray | None = None, feature_names: Sequence[str] = (),
                    position_bias: bool = True, sample_weight: np.ndarray | None = None,
-                   ) -> dict[str, dict[str, Any]]:
+                   tie_rate: float | None = None) -> dict[str, dict[str, Any]]:
     """Out-of-fold log loss of the uncalibrated margin, the class prior and each tie model.
 
     Returns ``{name: {"log_loss": float, "logits": (n, 3) out-of-fold log-probabilities}}``;
@@ -480,11 +563,9 @@ def oof_tie_scores(margin: np.ndarray, y: np.ndarray, folds: np.ndarray, *,
 
     add("prior", out_of_fold(folds, prior))
     for name in models:
-        params: dict[str, Any] = {"position_bias": position_bias}
-        feats = None
-        if name == MultinomialTie.name and len(feature_names):
-            params["features"] = list(feature_names)
-            feats = features
+        params = tie_model_params(name, position_bias=position_bias,
+                                  feature_names=feature_names, tie_rate=tie_rate)
+        feats = features if "features" in params else None
         add(name, oof_tie_logits(name, m, y, folds, features=feats, sample_weight=w,
                                  params=params))
     return results

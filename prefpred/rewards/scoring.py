@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from prefpred.data.table import PreferenceTable
-from prefpred.errors import ConfigError, DependencyError
+from prefpred.errors import ConfigError
 from prefpred.labels import CLASSES
 
 
@@ -39,10 +39,9 @@ def render_conversation(tokenizer, messages: list[dict[str, str]]) -> str:
 
 def load_reward_model(path: str | Path, *, device: str | None = None, dtype: str = "auto"):
     """(tokenizer, model, device) for a local sequence classifier with one output."""
-    path = Path(path)
-    if not path.is_dir() or not (path / "config.json").exists():
-        raise DependencyError(f"{path}: not a Hugging Face model folder (no config.json); "
-                              "nothing is downloaded at run time, so pass a local folder")
+    from prefpred.hf import check_model_folder, from_pretrained
+
+    path = check_model_folder(path, what="reward model")
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -53,15 +52,16 @@ def load_reward_model(path: str | Path, *, device: str | None = None, dtype: str
                    "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ConfigError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
-    config = AutoConfig.from_pretrained(path)
+    config = from_pretrained(AutoConfig, path, what="reward model config")
     if config.num_labels != 1:
         raise ConfigError(f"{path}: a reward model has one output, this classifier has "
                           f"{config.num_labels} (num_labels)")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer")
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype)
+        model = from_pretrained(AutoModelForSequenceClassification, path,
+                                what="reward model", dtype=torch_dtype)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

@@ -12,7 +12,7 @@ import polars as pl
 from prefpred.data.mapped import finish_table, labels_from_column, read_ids, require_columns
 from prefpred.data.raw import read_records
 from prefpred.data.table import TURNS, PreferenceTable, Quirks
-from prefpred.data.text import stable_digest
+from prefpred.data.text import json_error, stable_digest
 from prefpred.data.turns import decode_turns
 from prefpred.errors import DataError
 from prefpred.labels import LABEL_WORDS, TIE, A, B
@@ -39,7 +39,7 @@ def _split_conversation(conv: Any, file: Path, row: int, column: str) -> tuple[l
         try:
             conv = json.loads(conv)
         except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON ({err.msg})", file=file, row=row, column=column) from None
+            raise DataError(json_error(err), file=file, row=row, column=column) from None
     if not isinstance(conv, list) or not conv:
         raise DataError("expected a list of {role, content} messages", file=file, row=row,
                         column=column)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import polars as pl
 
-from prefpred.data.mapped import finish_table, labels_from_column, require_columns
+from prefpred.data.mapped import (
+    finish_table,
+    labels_from_column,
+    require_columns,
+    texts,
+    turn_list,
+    whole_numbers,
+)
 from prefpred.data.raw import read_jsonl
 from prefpred.data.table import TURNS, PreferenceTable, Quirks, group_keys_from_prompt
 from prefpred.errors import DataError
@@ -46,25 +53,29 @@ def read_mt_bench(path: str | Path, *, source: str = "mt-bench-human", strict: b
     require_columns(votes, ["question_id", "model_a", "model_b", "winner"], judg)
     questions = read_jsonl(question_file, quirks=quirks, strict=strict)
     require_columns(questions, ["question_id", "turns"], question_file)
-    q_turns = dict(zip(questions["question_id"].cast(pl.Int64).to_list(),
-                       questions["turns"].to_list(), strict=True))
+    q_turns = {qid: turn_list(turns, file=question_file, row=i, column="turns")
+               for i, (qid, turns) in enumerate(zip(
+                   whole_numbers(questions, "question_id", question_file),
+                   questions["turns"].to_list(), strict=True), 1)}
     answers: dict[tuple[str, int], list[str]] = {}
     for file in sorted(answer_dir.glob("*.jsonl")):
         for i, rec in enumerate(read_jsonl(file, quirks=quirks, strict=strict).to_dicts(), 1):
             try:
-                answers[(rec.get("model_id") or file.stem, int(rec["question_id"]))] = \
-                    rec["choices"][0]["turns"]
-            except (KeyError, IndexError, TypeError):
+                key = (str(rec.get("model_id") or file.stem), int(rec["question_id"]))
+                answers[key] = turn_list(rec["choices"][0]["turns"], file=file, row=i,
+                                         column="choices")
+            except (KeyError, IndexError, TypeError, ValueError):
                 raise DataError("expected question_id and choices[0].turns", file=file,
                                 row=i) from None
-    turn_col = (votes["turn"].cast(pl.Int64, strict=False).fill_null(1).to_list()
+    turn_col = (votes.select(pl.col("turn").fill_null(1)).pipe(whole_numbers, "turn", judg)
                 if "turn" in votes.columns else [1] * votes.height)
-    judges = votes["judge"].cast(pl.String).to_list() if "judge" in votes.columns else [""] * votes.height
+    judges = (votes["judge"].cast(pl.String).fill_null("").to_list() if "judge" in votes.columns
+              else [""] * votes.height)
     rows: dict[str, list] = {k: [] for k in ("id", "prompt", "response_a", "response_b", "model_a",
                                              "model_b", "first_turn")}
     for i, (qid, ma, mb, judge, turn) in enumerate(zip(
-            votes["question_id"].cast(pl.Int64).to_list(), votes["model_a"].to_list(),
-            votes["model_b"].to_list(), judges, turn_col, strict=True), 1):
+            whole_numbers(votes, "question_id", judg), texts(votes, "model_a", judg),
+            texts(votes, "model_b", judg), judges, turn_col, strict=True), 1):
         if qid not in q_turns:
             raise DataError(f"question {qid} is not in {question_file.name}", file=judg, row=i,
                             column="question_id")

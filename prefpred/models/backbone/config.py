@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,11 @@ ENCODINGS = ("pair", "texts")
 POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("linear", "mlp")
 TRUNCATIONS = ("left", "right")
+#: The only ``from_pretrained`` options a configuration may set, with their allowed values.
+#: Nothing read from a file can enable remote code or pass other keyword arguments.
+EXTRA_OPTIONS: dict[str, tuple[str, ...]] = {
+    "attn_implementation": ("eager", "sdpa", "flash_attention_2", "flex_attention"),
+}
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class BackboneConfig:
     init_from: str | None = None  # a saved artifact to start from (epochs=0: use it as is)
     cache_dir: str | None = None  # frozen embeddings cache (default: beside the work dir)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    extra: dict[str, Any] = field(default_factory=dict)  # model kwargs passed to from_pretrained
+    extra: dict[str, Any] = field(default_factory=dict)  # from_pretrained options: EXTRA_OPTIONS
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -194,6 +198,15 @@ class BackboneConfig:
             raise bad("checkpoint_every", "must be >= 0")
         if not isinstance(self.lora_target, (str, list)):
             raise bad("lora_target", "a module name pattern, 'all-linear', or a list of names")
+        if not isinstance(self.extra, dict):
+            raise bad("extra", f"a table of from_pretrained options ({sorted(EXTRA_OPTIONS)})")
+        for key, value in self.extra.items():
+            if key not in EXTRA_OPTIONS:
+                raise bad("extra", f"{key!r} cannot be set (allowed: {sorted(EXTRA_OPTIONS)}); "
+                          "remote code is only ever enabled by --trust-remote-code on the "
+                          "command line")
+            if value not in EXTRA_OPTIONS[key]:
+                raise bad("extra", f"{key} must be one of {list(EXTRA_OPTIONS[key])}")
         if self.lora_layers is not None and not (
                 isinstance(self.lora_layers, list) and self.lora_layers
                 and all(isinstance(i, int) and i >= 0 for i in self.lora_layers)):
@@ -201,11 +214,21 @@ class BackboneConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BackboneConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
+        """Checked parameters (types by pydantic, ranges by ``__post_init__``): an unknown key
+        names the closest known one; a wrong type is one line."""
+        from pydantic import TypeAdapter, ValidationError
+
+        from prefpred.schema import closest, config_error
+
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ConfigError(f"unknown backbone parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+            raise ConfigError(f"unknown backbone parameter {unknown[0]!r}"
+                              f"{closest(unknown[0], known)}; known: {sorted(known)}")
+        try:
+            return TypeAdapter(cls).validate_python(dict(params))
+        except ValidationError as err:
+            raise config_error(err, cls, None, "backbone parameter") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -231,11 +254,13 @@ def load_backbone_config(name_or_path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"no config file {str(name_or_path)!r} and no preset of that name "
                               f"(presets: {preset_names()})")
         path = preset
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: cannot parse TOML ({err})") from None
-    params = dict(data.get("params", data))
+    from prefpred.schema import read_toml
+
+    data = read_toml(path, "backbone config")
+    params = data.get("params", data)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: [params] must be a table of backbone parameters")
+    params = dict(params)
     model = params.pop("model", "backbone")
     if model != "backbone":
         raise ConfigError(f"{path}: a backbone run config, but model = {model!r}")

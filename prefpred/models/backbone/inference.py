@@ -18,25 +18,42 @@ from typing import Any
 
 import numpy as np
 
-from prefpred.io import atomic_path, write_json_atomic
+from prefpred.io import atomic_path, read_back, write_json_atomic
 from prefpred.models.backbone.batching import token_budget_batches
 
 #: Called after every inference batch with the batch count so far (tests simulate a kill).
 _after_batch: Callable[[int], None] | None = None
 
 
+def _load_chunk(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _chunk_ok(chunk: dict[str, np.ndarray]) -> bool:
+    rows, values = chunk.get("rows"), chunk.get("values")
+    return chunk.get("batches") is not None and rows is not None and values is not None \
+        and values.ndim == 2 and len(values) == len(rows) and bool(np.isfinite(values).all())
+
+
 def _read_chunks(stream_dir: Path) -> list[dict[str, np.ndarray]]:
+    """Streamed outputs read back; a truncated or foreign chunk is removed (its batches are
+    recomputed), with one line saying so."""
     out = []
     for path in sorted(stream_dir.glob("chunk_*.npz")):
-        with np.load(path) as z:
-            out.append({k: z[k] for k in z.files})
+        chunk = read_back(path, _load_chunk, "the streamed prediction chunk", check=_chunk_ok)
+        if chunk is None:
+            path.unlink(missing_ok=True)
+            continue
+        out.append(chunk)
     return out
 
 
 def _prepare_stream(stream_dir: Path, meta: dict[str, Any], is_main: bool) -> None:
     meta_file = stream_dir / "meta.json"
     if is_main:
-        if meta_file.exists() and json.loads(meta_file.read_text()) != json.loads(
+        if meta_file.exists() and read_back(meta_file, lambda p: json.loads(p.read_text()),
+                                            "the stream's key") != json.loads(
                 json.dumps(meta, sort_keys=True, default=str)):
             shutil.rmtree(stream_dir)
         stream_dir.mkdir(parents=True, exist_ok=True)
@@ -139,11 +156,16 @@ class EmbeddingCache:
         self.store = EmbeddingCache._memory.setdefault(model_key, {})
         if self.directory is not None and self.directory.is_dir():
             for shard in sorted(self.directory.glob("shard_*.npz")):
-                with np.load(shard) as z:
-                    keys = z["keys"]
-                    if keys.size and str(keys[-1]) in self.store:
-                        continue
-                    self.store.update(zip(keys.tolist(), z["values"], strict=True))
+                z = read_back(shard, _load_chunk, "the embedding cache shard",
+                              check=lambda z: len(z["keys"]) == len(z["values"])
+                              and bool(np.isfinite(z["values"]).all()))
+                if z is None:
+                    shard.unlink(missing_ok=True)
+                    continue
+                keys = z["keys"]
+                if keys.size and str(keys[-1]) in self.store:
+                    continue
+                self.store.update(zip(keys.tolist(), z["values"], strict=True))
 
     def missing(self, digests: list[str]) -> list[int]:
         return [i for i, d in enumerate(digests) if d not in self.store]

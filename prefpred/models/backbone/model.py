@@ -118,7 +118,8 @@ class BackboneModel:
         if bad:
             raise ConfigError(f"cannot change {bad} when loading an artifact (only "
                               f"{list(artifacts.RUNTIME_KEYS)})")
-        params = {**info["params"], **overrides, "init_from": None}
+        # where to write (the embedding cache) is never taken from a file: the caller's or none
+        params = {**info["params"], "cache_dir": None, **overrides, "init_from": None}
         model = cls(**params)
         model._build(artifact=path, trainable=False)
         for p in model._net.parameters():

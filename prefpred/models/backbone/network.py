@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prefpred.errors import ConfigError, DependencyError
+from prefpred.hf import check_model_folder, from_pretrained
 from prefpred.labels import N_CLASSES
 from prefpred.models.backbone.config import BackboneConfig, BackboneSource
 
@@ -166,8 +167,10 @@ def load_tokenizer(source: BackboneSource, path=None):
         path = source.path
         if source.gguf_file:
             kwargs["gguf_file"] = source.gguf_file
+    check_model_folder(path, ("tokenizer",), gguf_file=kwargs.get("gguf_file"),
+                       what="tokenizer")
     with quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        tok = from_pretrained(AutoTokenizer, path, what="tokenizer", **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token or tok.bos_token
     if tok.pad_token is None:
@@ -217,10 +220,9 @@ def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.dev
     kwargs: dict[str, Any] = dict(cfg.extra)
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
-    try:
-        hf_config = AutoConfig.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{source.describe()}: cannot read the model config ({err})") from None
+    check_model_folder(source.path, ("config", "weights"), gguf_file=source.gguf_file,
+                       what="backbone")
+    hf_config = from_pretrained(AutoConfig, source.path, what="backbone config", **kwargs)
     encoder = is_encoder(hf_config)
     half = use_bf16(cfg, device) and cfg.finetune in ("lora", "frozen", "qlora")
     dtype = torch.bfloat16 if half else torch.float32
@@ -230,7 +232,7 @@ def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.dev
         kwargs["quantization_config"] = _quantization_config(cfg, device)
         kwargs["device_map"] = {"": device.index or 0}
     with quiet_transformers():
-        model = AutoModel.from_pretrained(source.path, dtype=dtype, **kwargs)
+        model = from_pretrained(AutoModel, source.path, what="backbone", dtype=dtype, **kwargs)
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # BERT-style pooler: unused (we pool ourselves), no dead weights
     if cfg.finetune != "qlora":

@@ -98,14 +98,31 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir() and (p / "state.json").exists())
 
 
+def _readable_checkpoint(path: Path) -> bool:
+    """Every file of a checkpoint reads back (a truncated or edited one is not resumed from)."""
+    from safetensors.torch import load_file
+
+    load_file(str(path / "trainable.safetensors"))
+    if (path / "optimizer.pt").exists():
+        torch.load(path / "optimizer.pt", weights_only=True)
+    torch.load(path / "rng.pt", weights_only=True)
+    json.loads((path / "scheduler.json").read_text())
+    int(json.loads((path / "state.json").read_text())["step"])
+    return True
+
+
 def latest_checkpoint(ckpt_dir: Path, run_key: str) -> Path | None:
-    """The newest complete checkpoint written by a run with this key."""
+    """The newest complete, readable checkpoint written by a run with this key (an unreadable
+    one is skipped with one line saying so)."""
+    from prefpred.io import read_back
+
     for path in reversed(_checkpoints(ckpt_dir)):
         try:
             state = json.loads((path / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if state.get("key") == run_key:
+        if state.get("key") == run_key and read_back(path, _readable_checkpoint,
+                                                     "the checkpoint") is not None:
             return path
     return None
 
