@@ -126,3 +126,23 @@ def test_features_build_command(cli, tmp_path):
     res = cli("features", "build", "--competition", "pandalm", "--out", out, "--tokenizer",
               tmp_path / "missing.json")
     assert res.code == 2 and "no such tokenizer" in res.err
+
+
+def test_the_store_extends_the_cache_so_a_second_process_computes_nothing(pandalm, tmp_path,
+                                                                         capsys):
+    def distinct(n: int) -> int:  # PandaLM repeats some rows: each is computed once
+        return row_keys(pandalm.take(np.arange(n))).unique().height
+
+    first = FeatureStore(cache_dir=tmp_path)
+    feats = first.features(pandalm.take(np.arange(100)))
+    assert first.computed_rows == distinct(100) and first.read_rows == 0
+    assert f"{distinct(100)} computed and added" in capsys.readouterr().err
+    second = FeatureStore(cache_dir=tmp_path)  # as a new process would start
+    again = second.features(pandalm.take(np.arange(150)))
+    assert second.read_rows == distinct(100)
+    assert second.computed_rows == distinct(150) - distinct(100)
+    assert again.head(100).equals(feats)
+    assert f"{distinct(100)} rows read from the cache" in capsys.readouterr().err
+    third = FeatureStore(cache_dir=tmp_path)
+    third.features(pandalm.take(np.arange(150)))
+    assert third.computed_rows == 0 and third.read_rows == distinct(150)

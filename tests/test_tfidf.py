@@ -63,3 +63,40 @@ def test_cli_cv_with_tfidf(cli, tmp_path):
     oof = pl.read_parquet(tmp_path / "pandalm" / "tfidf" / "oof.parquet")
     assert oof.height == 999 and oof["fold"].n_unique() == 2
     assert np.isfinite(oof.select("logit_A", "logit_B", "logit_TIE").to_numpy()).all()
+
+
+@pytest.mark.parametrize("params,limit", [({"ngram_range": (1, 2)}, 2000),
+                                          ({"analyzer": "char_wb", "ngram_range": (3, 5)}, 3000),
+                                          ({"ngram_range": (1, 1)}, 10**6)])
+def test_fold_vocabularies_equal_scikit_learns(kaggle_table, params, limit):
+    """Analysing each text once (NgramCounts) and building each fit's vocabulary from the counts
+    gives exactly TfidfVectorizer's terms, idf and matrices, fitted on the same texts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from prefpred.models.tfidf import FoldVocabulary, shared_counts
+
+    texts = kaggle_table.df.select(pl.col("response_a").list.join("\n\n").str.slice(0, 4000)
+                                   ).to_series().to_list()
+    counts = shared_counts(**params)
+    counts.counts(texts[500:])  # other texts analysed first: the shared column space grows
+    for train, test in ((texts[:400], texts[400:600]), (texts[300:800], texts[:100])):
+        ref = TfidfVectorizer(**params, max_features=limit, min_df=2, sublinear_tf=True,
+                              dtype=np.float32).fit(train)
+        mine = FoldVocabulary(counts, train, limit, 2)
+        terms = np.array(list(counts.vocab), dtype=object)[mine.columns]
+        assert terms.tolist() == ref.get_feature_names_out().tolist()
+        assert np.array_equal(mine.idf, ref.idf_)
+        assert abs(mine.transform(counts, test) - ref.transform(test)).max() == 0
+
+
+def test_each_text_is_analysed_once_across_folds(kaggle_table):
+    from prefpred.models.tfidf import shared_counts
+
+    table = kaggle_table.take(np.arange(300))
+    m = TfidfModel(**SMALL).fit(table.take(np.arange(200)))
+    counts = shared_counts(analyzer="char_wb", ngram_range=(3, 5))
+    m.predict_logits(table.take(np.arange(200, 300)))
+    analysed = len(counts.rows)
+    TfidfModel(**SMALL).fit(table.take(np.arange(100, 300))).predict_logits(
+        table.take(np.arange(100)))
+    assert len(counts.rows) == analysed  # the second fold analysed nothing new

@@ -15,6 +15,7 @@ memo keyed by row content.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -94,9 +95,19 @@ class FeatureCache:
         return features, path, True
 
     def write(self, table: PreferenceTable, features: pl.DataFrame) -> Path:
-        path = self.path_for(table)
-        frame = pl.concat([row_keys(table), features], how="horizontal")
-        meta = json.dumps(self._expected(table.fingerprint(), len(table)))
+        return self.write_rows(row_keys(table), features, self.path_for(table),
+                               table.fingerprint())
+
+    def write_rows(self, keys: pl.DataFrame, features: pl.DataFrame, path: Path | None = None,
+                   fingerprint: str | None = None) -> Path:
+        """Features of rows given by their keys (``_k0``, ``_k1``), as a cache file (named by
+        the keys' digest unless ``path`` is given); read back row by row by any table."""
+        if fingerprint is None:
+            fingerprint = hashlib.sha256(keys.select(KEY_COLUMNS).to_numpy().tobytes()
+                                         ).hexdigest()
+        path = path or self.root / f"rows-{fingerprint[:32]}-v{self.config.version}.parquet"
+        frame = pl.concat([keys.select(KEY_COLUMNS), features], how="horizontal")
+        meta = json.dumps(self._expected(fingerprint, keys.height))
         arrow = frame.to_arrow()
         arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
                                                _META_KEY: meta.encode()})
@@ -123,8 +134,10 @@ class FeatureCache:
 class FeatureStore:
     """Features of any table, row by row, computing each distinct row at most once per process.
 
-    ``cache_dir``: a :class:`FeatureCache` folder whose compatible files are consulted (read
-    only) before computing. ``max_rows`` bounds the memo; past it the memo starts afresh.
+    ``cache_dir``: a :class:`FeatureCache` folder whose compatible files are consulted before
+    computing, and extended with every row computed (a new file per batch of new rows): a
+    second run, another model on the same data or a new hold-out split recomputes nothing it
+    has. ``max_rows`` bounds the memo; past it the memo starts afresh.
     """
 
     def __init__(self, config: FeatureConfig | None = None, cache_dir: str | Path | None = None,
@@ -137,12 +150,19 @@ class FeatureStore:
         self.computed_rows = 0  # rows computed (not found) so far, for tests and logs
         self.read_rows = 0  # rows found in cache files
 
+    def _extend_cache(self, keys: pl.DataFrame, computed: pl.DataFrame) -> None:
+        try:
+            self.cache.write_rows(keys, computed)
+        except OSError as err:  # a cache that cannot be written is not an error
+            notice(f"features: cannot extend the cache {self.cache.root} ({err})")
+
     def _lookup(self, keys: pl.DataFrame, frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         return keys.lazy().join(frame.lazy(), on=list(KEY_COLUMNS), how="inner").collect()
 
     def features(self, table: PreferenceTable, progress: bool = False) -> pl.DataFrame:
         """The feature frame of ``table`` (row order kept), as :func:`compute_features` gives."""
         with self._lock:
+            read_before, computed_before = self.read_rows, self.computed_rows
             keys = row_keys(table).with_row_index("_i")
             found = [] if self._memo is None else [self._lookup(keys, self._memo)]
             missing = keys.join(found[0].select(KEY_COLUMNS), on=list(KEY_COLUMNS),
@@ -170,6 +190,13 @@ class FeatureStore:
                 self.computed_rows += unique.height
                 new_parts.append(pl.concat([unique.select(KEY_COLUMNS), computed],
                                            how="horizontal"))
+                if self.cache is not None:
+                    self._extend_cache(unique.select(KEY_COLUMNS), computed)
+            read_now, computed_now = self.read_rows - read_before, \
+                self.computed_rows - computed_before
+            if self.cache is not None and (read_now or computed_now):
+                notice(f"features: {read_now} rows read from the cache {self.cache.root}, "
+                       f"{computed_now} computed and added to it")
             parts = [f.drop("_i").unique(list(KEY_COLUMNS)) for f in found] + new_parts
             available = pl.concat(parts, how="vertical")
             out = keys.join(available, on=list(KEY_COLUMNS), how="inner").sort("_i")

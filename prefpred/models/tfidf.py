@@ -2,13 +2,23 @@
 
 The design rows are ``[X_A, X_B, X_A - X_B]`` (plus a one-hot of the source), where ``X`` is the
 word and character n-gram TF-IDF of a response (all turns joined). Training sees every pair and
-its swap (``table.with_swapped()``) and prediction averages the pair and its swap
-(:func:`prefpred.models.base.swap_averaged_logits`), so the model is swap-symmetric. A public
+its swap and prediction averages the pair and its swap, so the model is swap-symmetric. A public
 TF-IDF baseline of this kind scored about 1.036 on the LMSYS leaderboard.
+
+Speed without changing the model: the expensive part of scikit-learn's ``TfidfVectorizer`` is
+analysing each text into n-grams, in Python. :class:`NgramCounts` does that once per distinct
+text per process and keeps the counts in one growing column space, so the folds of a
+cross-validation (and the refit) never analyse a text twice. Each fit still builds its own
+vocabulary and idf from its own training texts only, exactly as ``TfidfVectorizer(max_features,
+min_df, sublinear_tf=True, dtype=float32)`` would (same alphabetical order, same frequency
+limit, same smoothed idf; a test checks the matrices against scikit-learn's). A pair and its swap
+share their texts: transforming the swap costs a lookup, not another analysis.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +28,118 @@ from prefpred.data.table import PreferenceTable
 from prefpred.labels import N_CLASSES
 from prefpred.models.base import swap_averaged_logits
 from prefpred.registry import Positive, PositiveFloat, constructor_params
+
+
+class NgramCounts:
+    """N-gram counts of texts in one column space shared by every text analysed so far.
+
+    ``analyzer`` is a scikit-learn analyzer (text -> list of n-grams). Each distinct text is
+    analysed once; :meth:`counts` returns a CSR matrix (texts x terms so far, float32).
+    """
+
+    def __init__(self, analyzer) -> None:
+        self.analyzer = analyzer
+        self.vocab: dict[str, int] = {}
+        self.rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._rank: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def counts(self, texts: Sequence[str]):
+        from scipy import sparse
+
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                if text not in self.rows:
+                    self.rows[text] = self._analyse(text)
+            cols = [self.rows[t][0] for t in texts]
+            vals = [self.rows[t][1] for t in texts]
+            n_terms = len(self.vocab)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in cols], out=indptr[1:])
+        indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int32)
+        data = np.concatenate(vals) if vals else np.zeros(0, dtype=np.float32)
+        return sparse.csr_matrix((data, indices, indptr), shape=(len(texts), n_terms))
+
+    def _analyse(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        counts: dict[int, int] = {}
+        vocab = self.vocab
+        for gram in self.analyzer(text):
+            j = vocab.get(gram)
+            if j is None:
+                j = vocab[gram] = len(vocab)
+            counts[j] = counts.get(j, 0) + 1
+        self._rank = None
+        cols = np.fromiter(counts.keys(), dtype=np.int32, count=len(counts))
+        vals = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
+        order = np.argsort(cols)
+        return cols[order], vals[order]
+
+    def alphabetical_rank(self) -> np.ndarray:
+        """Each term's position in the alphabetical order of all terms so far."""
+        with self._lock:
+            if self._rank is None or len(self._rank) != len(self.vocab):
+                terms = np.array(list(self.vocab), dtype=object)
+                rank = np.empty(len(terms), dtype=np.int64)
+                rank[np.argsort(terms, kind="stable")] = np.arange(len(terms))
+                self._rank = rank
+            return self._rank
+
+
+_COUNTS: dict[tuple, NgramCounts] = {}
+_COUNTS_LOCK = threading.Lock()
+
+
+def shared_counts(**analyzer_params: Any) -> NgramCounts:
+    """One :class:`NgramCounts` per analyzer configuration in this process."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    key = tuple(sorted(analyzer_params.items()))
+    with _COUNTS_LOCK:
+        if key not in _COUNTS:
+            _COUNTS[key] = NgramCounts(TfidfVectorizer(**analyzer_params).build_analyzer())
+        return _COUNTS[key]
+
+
+class FoldVocabulary:
+    """What ``TfidfVectorizer(max_features, min_df, sublinear_tf=True, dtype=float32)`` learns
+    from a corpus: the kept terms (alphabetical) and their smoothed idf."""
+
+    def __init__(self, counts: NgramCounts, corpus: Sequence[str], max_features: int,
+                 min_df: int) -> None:
+        x = counts.counts(corpus).tocsc()
+        present = np.flatnonzero(np.diff(x.indptr))
+        rank = counts.alphabetical_rank()
+        ordered = present[np.argsort(rank[present], kind="stable")]  # sklearn sorts terms
+        x = x[:, ordered]
+        dfs = np.diff(x.indptr)
+        mask = dfs >= min_df
+        if mask.sum() > max_features:
+            tfs = np.asarray(x.sum(axis=0)).ravel()
+            keep = np.zeros(len(dfs), dtype=bool)
+            keep[np.flatnonzero(mask)[(-tfs[mask]).argsort()[:max_features]]] = True
+            mask = keep
+        if not mask.any():
+            from prefpred.errors import DataError
+
+            raise DataError(f"no term occurs in {min_df} training texts (min_df); lower min_df")
+        self.columns = ordered[mask]  # global term ids, in vocabulary order
+        df = dfs[mask].astype(np.float32) + 1.0
+        idf = np.full_like(df, fill_value=len(corpus) + 1, dtype=np.float32)
+        idf /= df
+        np.log(idf, out=idf)
+        self.idf = idf + np.float32(1.0)
+
+    def transform(self, counts: NgramCounts, texts: Sequence[str]):
+        """Sublinear TF-IDF rows of ``texts``, L2-normalised, in this vocabulary."""
+        from sklearn.preprocessing import normalize
+
+        x = counts.counts(texts)
+        x.resize(x.shape[0], len(counts.vocab))
+        x = x[:, self.columns].tocsr()
+        np.log(x.data, x.data)
+        x.data += np.float32(1.0)
+        x.data *= self.idf[x.indices]
+        return normalize(x, norm="l2", copy=False)
 
 
 class TfidfModel:
@@ -51,58 +173,64 @@ class TfidfModel:
         self.use_source = use_source
         self.swap_augment = swap_augment
         self.swap_average = swap_average
-        self.vectorizers_: list | None = None
+        self.vocabularies_: list[FoldVocabulary] | None = None
         self.sources_: list[str] | None = None
         self.clf_ = None
 
     def get_params(self) -> dict[str, Any]:
         return constructor_params(self)
 
+    def _analysers(self) -> list[tuple[NgramCounts, int]]:
+        return [(shared_counts(ngram_range=self.word_ngram), self.word_max_features),
+                (shared_counts(analyzer="char_wb", ngram_range=self.char_ngram),
+                 self.char_max_features)]
+
     def _texts(self, table: PreferenceTable, column: str) -> list[str]:
         return (table.df.select(pl.col(column).list.join("\n\n").str.slice(0, self.max_chars))
                 .to_series().to_list())
 
+    def _responses(self, table: PreferenceTable):
+        """The TF-IDF rows of response A and of response B (the vocabularies' columns side by
+        side)."""
+        from scipy import sparse
+
+        out = []
+        for column in ("response_a", "response_b"):
+            texts = self._texts(table, column)
+            out.append(sparse.hstack([vocab.transform(counts, texts) for vocab, (counts, _)
+                                      in zip(self.vocabularies_, self._analysers(), strict=True)]
+                                     ).tocsr())
+        return out
+
     def _design(self, table: PreferenceTable):
         from scipy import sparse
 
-        assert self.vectorizers_ is not None and self.sources_ is not None
-        xa = sparse.hstack([v.transform(self._texts(table, "response_a"))
-                            for v in self.vectorizers_]).tocsr()
-        xb = sparse.hstack([v.transform(self._texts(table, "response_b"))
-                            for v in self.vectorizers_]).tocsr()
+        xa, xb = self._responses(table)
+        sources = table.column("source").to_list()
         blocks = [xa, xb, xa - xb]
         if self.use_source:
-            src = table.column("source").to_list()
             index = {s: i for i, s in enumerate(self.sources_)}
-            rows = [i for i, s in enumerate(src) if s in index]
-            cols = [index[src[i]] for i in rows]
+            rows = [i for i, s in enumerate(sources) if s in index]
+            cols = [index[sources[i]] for i in rows]
             blocks.append(sparse.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                                            shape=(len(src), len(self.sources_))))
+                                            shape=(len(sources), len(self.sources_))))
         return sparse.hstack(blocks).tocsr()
 
     def fit(self, table: PreferenceTable) -> TfidfModel:
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
-        table.require_labels("TF-IDF training")
-        train = table.with_swapped() if self.swap_augment else table
-        corpus = self._texts(table, "response_a") + self._texts(table, "response_b")
-        self.vectorizers_ = [
-            TfidfVectorizer(ngram_range=self.word_ngram, max_features=self.word_max_features,
-                            min_df=self.min_df, sublinear_tf=True, dtype=np.float32),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_ngram,
-                            max_features=self.char_max_features, min_df=self.min_df,
-                            sublinear_tf=True, dtype=np.float32),
-        ]
-        for v in self.vectorizers_:
-            v.fit(corpus)
-        self.sources_ = sorted(table.column("source").unique().to_list())
-        y = train.require_labels("TF-IDF training")
-        self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-4)
-        self.clf_.fit(self._design(train), y, sample_weight=train.weights())
-        if list(self.clf_.classes_) != list(range(N_CLASSES)):
-            from prefpred.errors import DataError
+        from prefpred.errors import DataError
 
+        table.require_labels("TF-IDF training")
+        corpus = self._texts(table, "response_a") + self._texts(table, "response_b")
+        self.vocabularies_ = [FoldVocabulary(counts, corpus, limit, self.min_df)
+                              for counts, limit in self._analysers()]
+        self.sources_ = sorted(table.column("source").unique().to_list())
+        train = table.with_swapped() if self.swap_augment else table
+        self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-4)
+        self.clf_.fit(self._design(train), train.require_labels("TF-IDF training"),
+                      sample_weight=train.weights())
+        if list(self.clf_.classes_) != list(range(N_CLASSES)):
             raise DataError(f"TF-IDF training needs all three classes; got {self.clf_.classes_}",
                             file=table.origin, column="label")
         return self
