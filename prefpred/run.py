@@ -12,11 +12,14 @@ Stages and what is reused on a re-run (everything lives under the run's ``out_di
 3. stack     stackers and blends over the out-of-fold logits, scored by nested CV; the chosen
              one refitted on all out-of-fold rows and applied to the test logits
 4. calibrate calibrators scored out of fold; the chosen one fitted on all out-of-fold rows
+             (the scores of stages 3-4 are kept in ``stack/`` and reused while the out-of-fold
+             files and the [stack] / [calibration] choices are unchanged)
 5. submit    the submission written atomically, validated, with provenance
 6. report    ``report.html``: scores per model and source, reliability diagrams, loss by length,
-             confusion matrix, feature importances, timings
+             confusion matrix, feature importances, timings (the submission and the report are
+             kept while every input to them is unchanged: ``run.json`` holds their key)
 
-Stages 3-6 take seconds and are recomputed on every run; stage 2 is where the time goes.
+Stage 2 is where the time goes; a re-run of an unchanged configuration reuses every stage.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -88,23 +92,104 @@ def _load_tables(cfg: RunConfig, say):
     return comp, sub_comp, train, test, labels, test_path
 
 
-def _base_models(cfg, comp, train, test, say) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
-    """Out-of-fold runs and test logits of every base model (reused when unchanged)."""
+def _base_model(cfg, comp, train, test, spec, say) -> tuple[Path, np.ndarray]:
+    """One base model: its out-of-fold run and its test logits (each reused when unchanged)."""
     from prefpred.stages import cross_validate, fit_predict
 
-    oof_dirs: dict[str, Path] = {}
-    test_logits: dict[str, np.ndarray] = {}
-    for spec in cfg.models:
-        t0 = time.perf_counter()
-        res = cross_validate(train, comp, spec.name, spec.params, run_dir=cfg.out_dir / "cv",
-                             n_folds=cfg.folds, seed=cfg.seed, label=spec.label)
-        oof_dirs[spec.label] = res.run_dir
-        say(f"{spec.label}: out-of-fold log loss {res.log_loss:.4f} "
-            f"({time.perf_counter() - t0:.0f} s)")
-        test_logits[spec.label] = fit_predict(
-            train, test, spec.name, spec.params, work_dir=cfg.out_dir / "fit" / spec.label,
-            cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say, label=spec.label)
-    return oof_dirs, test_logits
+    t0 = time.perf_counter()
+    res = cross_validate(train, comp, spec.name, spec.params, run_dir=cfg.out_dir / "cv",
+                         n_folds=cfg.folds, seed=cfg.seed, label=spec.label,
+                         progress=cfg.jobs == 1)
+    say(f"{spec.label}: out-of-fold log loss {res.log_loss:.4f} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    logits = fit_predict(train, test, spec.name, spec.params,
+                         work_dir=cfg.out_dir / "fit" / spec.label,
+                         cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say,
+                         label=spec.label)
+    return res.run_dir, logits
+
+
+def _base_model_job(args) -> tuple[Path, np.ndarray, list[str]]:
+    """:func:`_base_model` in a worker process; its messages come back with the result."""
+    messages: list[str] = []
+    run_dir, logits = _base_model(*args, say=messages.append)
+    return run_dir, logits, messages
+
+
+def _base_models(cfg, comp, train, test, say) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
+    """Out-of-fold runs and test logits of every base model (reused when unchanged), one at a
+    time, or ``[run] jobs`` at a time in worker processes (submitted in config order: list the
+    slowest first; each model's files are its own, so the results are the same)."""
+    if cfg.jobs == 1 or len(cfg.models) == 1:
+        done = {spec.label: _base_model(cfg, comp, train, test, spec, say)
+                for spec in cfg.models}
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # no forked threads (polars, torch)
+        with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(cfg.models)),
+                                 mp_context=context) as pool:
+            futures = {spec.label: pool.submit(_base_model_job, (cfg, comp, train, test, spec))
+                       for spec in cfg.models}
+            done = {}
+            for label, future in futures.items():
+                run_dir, logits, messages = future.result()
+                for message in messages:
+                    say(message)
+                done[label] = (run_dir, logits)
+    return ({label: d[0] for label, d in done.items()},
+            {label: d[1] for label, d in done.items()})
+
+
+def _digest(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _load_evaluation(folder: Path, key: dict, data):
+    """The stack and calibration evaluation of an earlier run with the same inputs, or None
+    (missing, stale or unreadable: recomputed)."""
+    from prefpred.io import read_back
+    from prefpred.stack import Evaluation
+
+    if read_back(folder / "key.json", lambda p: json.loads(p.read_text()),
+                 "the stacking key") != json.loads(json.dumps(key, default=str)):
+        return None
+    scores = read_back(folder / "scores.parquet", pl.read_parquet, "the stacking scores")
+    logits = read_back(folder / "oof_logits.npz", lambda p: dict(np.load(p)),
+                       "the stacked out-of-fold logits",
+                       check=lambda z: all(v.shape == (len(data), 3) and np.isfinite(v).all()
+                                           for v in z.values()))
+    if scores is None or logits is None:
+        return None
+    return Evaluation(scores=scores, oof_logits=logits)
+
+
+def _save_evaluation(folder: Path, key: dict, report) -> None:
+    from prefpred.io import atomic_paths
+
+    with atomic_paths(folder / "scores.parquet", folder / "oof_logits.npz",
+                      folder / "key.json") as (scores, logits, key_file):
+        report.scores.write_parquet(scores)
+        with open(logits, "wb") as fh:
+            np.savez(fh, **report.oof_logits)
+        key_file.write_text(json.dumps(key, sort_keys=True, default=str))
+
+
+def _reuse_outputs(record: Path, key: str, submission: Path, report: Path) -> dict | None:
+    """The run record of an earlier run whose submission and report came from the same inputs
+    (all its files still there), or None."""
+    from prefpred.io import read_back
+    from prefpred.submission import provenance_path
+
+    if not all(p.is_file() for p in (record, submission, provenance_path(submission), report)):
+        return None
+    saved = read_back(record, lambda p: json.loads(p.read_text()), "the run record")
+    if not isinstance(saved, dict) or saved.get("inputs") != key:
+        return None
+    return saved
 
 
 def _stack_features(cfg: RunConfig, table):
@@ -122,11 +207,12 @@ def _choose(scores: pl.DataFrame, models: list[str], calibrations: list[str]) ->
 
 def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> RunResult:
     """Run every stage of a configuration; see the module docstring."""
+    from prefpred import __version__
     from prefpred.calibration import calibrate_out_of_fold, make_calibrator
     from prefpred.features.lengths import pair_lengths
-    from prefpred.io import atomic_paths
+    from prefpred.io import atomic_paths, file_sha256
     from prefpred.metrics import score_by
-    from prefpred.oof import align_by_id, join_oof
+    from prefpred.oof import OOF_FILE, align_by_id, join_oof
     from prefpred.probabilities import softmax
     from prefpred.stack import BLEND, evaluate, fit_stacker, stack_label, stacker_of
     from prefpred.stages import build_provenance
@@ -161,8 +247,17 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     cal_candidates = (["none"] if cfg.calibration == "none" else
                       list(cfg.calibration_candidates) if cfg.calibration == "auto"
                       else [cfg.calibration])
-    report = evaluate(data, stackers=candidates, calibrations=["none", *cal_candidates],
-                      lengths=lengths, progress=progress)
+    stack_key = {"oof": {label: file_sha256(Path(d) / OOF_FILE) for label, d in oof_dirs.items()},
+                 "train": train.fingerprint(), "stackers": candidates,
+                 "calibrations": cal_candidates, "features": cfg.stack_features,
+                 "prefpred": __version__}
+    report = _load_evaluation(cfg.out_dir / "stack", stack_key, data)
+    if report is None:
+        report = evaluate(data, stackers=candidates, calibrations=["none", *cal_candidates],
+                          lengths=lengths, progress=progress)
+        _save_evaluation(cfg.out_dir / "stack", stack_key, report)
+    else:
+        say("stacking and calibration scores reused")
     pool = [stack_label(c) for c in candidates] if candidates else base_labels
     # "auto" may also keep the uncalibrated output: out-of-fold calibration can lose a little
     allowed = ["none", *cal_candidates] if cfg.calibration == "auto" else cal_candidates
@@ -193,6 +288,20 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
 
     # ---------------------------------------------------------------- submission + report
     t0 = time.perf_counter()
+    outputs_key = _digest({"stack": stack_key, "final": [final_model, final_cal],
+                           "test_logits": {k: _digest(v.tolist()) for k, v in
+                                           sorted(test_logits.items())},
+                           "test": test.fingerprint(), "config": cfg.to_json(),
+                           "holdout": labelled_test is not None})
+    reused = _reuse_outputs(cfg.out_dir / "run.json", outputs_key, submission, report_path)
+    if reused is not None:
+        timings["submission + report (reused)"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        say(f"submission and report reused: {submission}, {report_path}")
+        return RunResult(cfg, submission, report_path, f"{final_model} + {final_cal}",
+                         report.scores, reused["final"]["oof_log_loss"],
+                         None if reused["holdout"] is None else pl.DataFrame(reused["holdout"]),
+                         timings)
     final_oof_scores = score_by(data.y, softmax(oof_calibrated), data.sources)
     final_ll = float(final_oof_scores.filter(pl.col("group") == "ALL")["log_loss"][0])
     provenance = build_provenance(
@@ -221,6 +330,7 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     record = {
+        "inputs": outputs_key,
         "final": {"model": final_model, "calibration": final_cal, "oof_log_loss": final_ll},
         "timings_s": timings, "submission": str(submission), "report": str(report_path),
         "holdout": None if holdout_scores is None else holdout_scores.to_dicts(),

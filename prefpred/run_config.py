@@ -3,7 +3,8 @@
 
 Sections and keys (anything else is an error naming the closest valid key)::
 
-    [run]          competition (required), name, submission_competition, out_dir, folds, seed
+    [run]          competition (required), name, submission_competition, out_dir, folds, seed,
+                   jobs (base models fitted at a time, in worker processes; default 1)
     [data]         train (a file or a list), test (a file) or [data.holdout]
     [data.holdout] source, fraction (0 < f < 1), seed
     [[models]]     name (required), label, params (a table), params_file, config, backbone
@@ -40,6 +41,7 @@ class _RunSection(Schema):
     out_dir: str | None = None
     folds: Annotated[int, Field(ge=2)] | None = None
     seed: Annotated[int, Field(ge=0)] | None = None
+    jobs: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class _Holdout(Schema):
@@ -119,6 +121,7 @@ class RunConfig:
     holdout: HoldoutSpec | None = None
     folds: int | None = None
     seed: int | None = None
+    jobs: int = 1
     stack: str = "auto"
     stack_candidates: tuple[str, ...] = ("blend", "logistic", "lgbm")
     stack_features: str = "length"
@@ -178,6 +181,7 @@ def read_run_config(path: str | Path) -> RunConfig:
         holdout=None if h is None else HoldoutSpec(h.source, h.fraction, h.seed),
         folds=run.folds,
         seed=run.seed,
+        jobs=run.jobs,
         stack=spec.stack.method,
         stack_candidates=_tuple(spec.stack.candidates),
         stack_features=spec.stack.features,

@@ -146,3 +146,33 @@ def test_config_errors(tmp_path, cli, edit, message):
     res = cli("run", path)
     assert res.code == 2 and message in res.err and len(res.err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "submission.csv").exists()
+
+
+def test_an_unchanged_rerun_reuses_every_stage(tmp_path):
+    cfg = _config(tmp_path, BASE)
+    first = run(cfg, progress=False, say=lambda s: None)
+    report_bytes = first.report.read_bytes()
+    messages = []
+    second = run(cfg, progress=False, say=messages.append)
+    assert any("stacking and calibration scores reused" in m for m in messages)
+    assert any("submission and report reused" in m for m in messages)
+    assert second.report.read_bytes() == report_bytes  # kept, not redrawn
+    assert second.final_oof_log_loss == first.final_oof_log_loss
+    assert "submission + report (reused)" in second.timings
+    # another calibration choice: the stacking scores and the outputs are computed again
+    cfg.write_text(cfg.read_text().replace('candidates = ["temperature", "vector"]',
+                                           'candidates = ["temperature"]'))
+    messages = []
+    run(cfg, progress=False, say=messages.append)
+    assert not any("reused" in m and "logits" not in m for m in messages)
+
+
+def test_base_models_in_worker_processes_give_the_same_run(tmp_path):
+    one = run(_config(tmp_path, BASE, "one.toml"), progress=False, say=lambda s: None)
+    body = BASE.replace("folds = 3", "folds = 3\njobs = 2").replace('"OUT"', '"OUT2"')
+    two = run(_config(tmp_path, body.replace("OUT2", str(tmp_path / "out2")), "two.toml"),
+              progress=False, say=lambda s: None)
+    assert pl.read_csv(one.submission).equals(pl.read_csv(two.submission))
+    for label in ("prior", "prior-raw"):
+        assert pl.read_parquet(tmp_path / "out" / "cv" / label / "oof.parquet").equals(
+            pl.read_parquet(tmp_path / "out2" / "cv" / label / "oof.parquet"))

@@ -25,6 +25,12 @@ def run_command(
         typer.echo(format_scores(result.holdout_scores.select(
             "group", "rows", "log_loss", "accuracy", "brier", "ece"),
             title="held-out test rows"))
+    import polars as pl
+
+    typer.echo(format_scores(pl.DataFrame({"stage": list(result.timings),
+                                           "seconds": [float(v) for v in
+                                                       result.timings.values()]}),
+                             title="time per stage"))
     typer.echo(f"final: {result.final_method}, out-of-fold log loss "
                f"{result.final_oof_log_loss:.4f}; submission {result.submission}; "
                f"report {result.report}; {result.timings['total']:.0f} s")
