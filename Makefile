@@ -40,10 +40,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_feature_models.py
 	nice -n 10 $(BIN)/python benchmarks/bench_backbone_cpu.py
+	$(BIN)/python benchmarks/bench_bundle.py --run runs/demo
 
 # On a GPU machine (no GPU: `--smoke` checks the script on the CPU without recording).
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/bench_backbone_gpu.py
+	$(BIN)/python benchmarks/bench_inference_gpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check prefpred tests benchmarks

@@ -243,6 +243,30 @@ def _section(title: str, body: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n"
 
 
+def _ensemble_section(config, overall: pl.DataFrame) -> str:
+    """How each base model predicts the test file (``[ensemble]``) and the out-of-fold
+    estimate behind that choice."""
+    method = getattr(config, "ensemble", "refit")
+    how = {"refit": "one model refitted on all training rows",
+           "folds": "the mean of the fold models' logits (a fold ensemble)"}[method]
+    if method == "folds" and getattr(config, "average_weights", False):
+        how += "; backbone models: one model whose adapter and head weights are the folds' mean"
+    rows = []
+    for m in config.models:
+        hit = overall.filter((pl.col("model") == m.label) & (pl.col("calibration") == "none"))
+        loss = f"{hit['log_loss'][0]:.4f}" if hit.height else "-"
+        rows.append({"base model": m.label, "test predictions": how,
+                     "out-of-fold log loss (fold models)": loss})
+    note = ("<p>The out-of-fold estimate is the fold models' own: it is what a fold ensemble "
+            "averages; for a refit on all rows (more data, no out-of-fold score of its own) it "
+            "is usually a little pessimistic. Weight averaging has no out-of-fold score of "
+            "its own either.</p>")
+    return _section("Test predictions ([ensemble] method = "
+                    f"{html.escape(method)})", html_table(pl.DataFrame(rows),
+                                                          left=("base model", "test predictions"))
+                    + note)
+
+
 def render_report(
     *,
     config,
@@ -299,6 +323,7 @@ def render_report(
                  f"is slightly optimistic; the held-out test rows (when there are any) are the "
                  f"unbiased check.</p>")
 
+    parts.append(_ensemble_section(config, overall))
     best = (overall["model"] == final_model) & (overall["calibration"] == final_calibration)
     parts.append(_section("Scores of every model, stack and calibration (out of fold, all rows)",
                           html_table(overall, highlight=best, left=("model", "calibration"))))

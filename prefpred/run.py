@@ -92,31 +92,48 @@ def _load_tables(cfg: RunConfig, say):
     return comp, sub_comp, train, test, labels, test_path
 
 
-def _base_model(cfg, comp, train, test, spec, say) -> tuple[Path, np.ndarray]:
-    """One base model: its out-of-fold run and its test logits (each reused when unchanged)."""
+def _base_model(cfg, comp, train, test, spec, say) -> tuple[Path, np.ndarray, list[Path]]:
+    """One base model: its out-of-fold run, its test logits (each reused when unchanged) and
+    the saved model folders that predict new rows (``models/<label>``, the refit on all
+    training rows; or, for ``[ensemble] method = "folds"``, every fold's model, whose logits
+    are averaged, or one model whose weights are the folds' average)."""
+    from prefpred.models.base import load_model
     from prefpred.stages import cross_validate, fit_predict
 
     t0 = time.perf_counter()
+    folds = cfg.ensemble == "folds"
     res = cross_validate(train, comp, spec.name, spec.params, run_dir=cfg.out_dir / "cv",
                          n_folds=cfg.folds, seed=cfg.seed, label=spec.label,
-                         progress=cfg.jobs == 1)
+                         progress=cfg.jobs == 1, save_models=folds)
     say(f"{spec.label}: out-of-fold log loss {res.log_loss:.4f} "
         f"({time.perf_counter() - t0:.0f} s)")
-    logits = fit_predict(train, test, spec.name, spec.params,
-                         work_dir=cfg.out_dir / "fit" / spec.label,
-                         cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say,
-                         label=spec.label)
-    return res.run_dir, logits
+    if not folds:
+        saved = cfg.out_dir / "models" / spec.label
+        logits = fit_predict(train, test, spec.name, spec.params,
+                             work_dir=cfg.out_dir / "fit" / spec.label,
+                             cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say,
+                             label=spec.label, save_to=saved)
+        return res.run_dir, logits, [saved]
+    t0 = time.perf_counter()
+    dirs = [res.run_dir / f"fold_{k}_model" for k in sorted(set(res.folds.tolist()))]
+    if cfg.average_weights and spec.name == "backbone":
+        from prefpred.models.backbone.artifacts import average_saved_models
+
+        dirs = [average_saved_models(dirs, cfg.out_dir / "models" / spec.label)]
+    logits = np.mean([load_model(d).predict_logits(test) for d in dirs], axis=0)
+    say(f"{spec.label}: {len(dirs)} fold model(s) predicted {len(test)} test rows "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return res.run_dir, logits, dirs
 
 
-def _base_model_job(args) -> tuple[Path, np.ndarray, list[str]]:
+def _base_model_job(args) -> tuple[Path, np.ndarray, list[Path], list[str]]:
     """:func:`_base_model` in a worker process; its messages come back with the result."""
     messages: list[str] = []
-    run_dir, logits = _base_model(*args, say=messages.append)
-    return run_dir, logits, messages
+    return (*_base_model(*args, say=messages.append), messages)
 
 
-def _base_models(cfg, comp, train, test, say) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
+def _base_models(cfg, comp, train, test, say
+                 ) -> tuple[dict[str, Path], dict[str, np.ndarray], dict[str, list[Path]]]:
     """Out-of-fold runs and test logits of every base model (reused when unchanged), one at a
     time, or ``[run] jobs`` at a time in worker processes (submitted in config order: list the
     slowest first; each model's files are its own, so the results are the same)."""
@@ -134,12 +151,39 @@ def _base_models(cfg, comp, train, test, say) -> tuple[dict[str, Path], dict[str
                        for spec in cfg.models}
             done = {}
             for label, future in futures.items():
-                run_dir, logits, messages = future.result()
+                *result, messages = future.result()
                 for message in messages:
                     say(message)
-                done[label] = (run_dir, logits)
+                done[label] = tuple(result)
     return ({label: d[0] for label, d in done.items()},
-            {label: d[1] for label, d in done.items()})
+            {label: d[1] for label, d in done.items()},
+            {label: d[2] for label, d in done.items()})
+
+
+def _write_pipeline(cfg, sub_comp, model_dirs, stacker, calibrator, info) -> None:
+    """The fitted pipeline (``pipeline.json`` in the run folder, the stacker, calibrator and
+    submission competition in ``final/``): what ``prefpred predict`` and ``prefpred bundle``
+    read."""
+    from prefpred.predictor import write_pipeline
+
+    final = cfg.out_dir / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    if stacker is not None:
+        stacker.save(final / "stacker.json")
+    else:
+        (final / "stacker.json").unlink(missing_ok=True)
+    calibrator.save(final / "calibrator.json")
+    from prefpred.io import write_text_atomic
+
+    write_text_atomic(final / "competition.toml", Path(sub_comp.file).read_text("utf-8"))
+    base = [{"label": m.label, "model": m.name,
+             "dirs": [str(Path(d).relative_to(cfg.out_dir)) for d in model_dirs[m.label]]}
+            for m in cfg.models]
+    write_pipeline(cfg.out_dir, base_models=base,
+                   stacker="final/stacker.json" if stacker is not None else None,
+                   stack_features=cfg.stack_features, calibrator="final/calibrator.json",
+                   competition="final/competition.toml",
+                   info={**info, "ensemble": cfg.ensemble, "run": cfg.name})
 
 
 def _digest(obj: Any) -> str:
@@ -231,7 +275,7 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     timings["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    oof_dirs, test_logits = _base_models(cfg, comp, train, test, say)
+    oof_dirs, test_logits, model_dirs = _base_models(cfg, comp, train, test, say)
     timings["base models"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- stack
@@ -279,11 +323,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     test_proba = calibrator.predict_proba(final_test, lengths=pair_lengths(test))
     oof_calibrated = (final_oof if final_cal == "none" else calibrate_out_of_fold(
         final_oof, data.y, data.folds, final_cal, lengths=lengths))
-    model_dir = cfg.out_dir / "final"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if stacker is not None:
-        stacker.save(model_dir / "stacker.json")
-    calibrator.save(model_dir / "calibrator.json")
+    _write_pipeline(cfg, sub_comp, model_dirs, stacker, calibrator,
+                    {"final_model": final_model, "calibration": final_cal})
     timings["refit stack + calibrator"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- submission + report

@@ -10,6 +10,10 @@ Sections and keys (anything else is an error naming the closest valid key)::
     [[models]]     name (required), label, params (a table), params_file, config, backbone
     [stack]        method, candidates, features
     [calibration]  method, candidates
+    [ensemble]     method: refit (one model per base model, refitted on all training rows;
+                   the default) or folds (each fold's model predicts the test rows and their
+                   logits are averaged); average_weights (backbone: one model whose LoRA
+                   adapter and head are the folds' average)
     [output]       submission, report
 
 Names that become folder or file names (the run's name, model labels) must be safe path parts.
@@ -77,6 +81,11 @@ class _Calibration(Schema):
                                                    "temperature_by_length"]
 
 
+class _Ensemble(Schema):
+    method: Literal["refit", "folds"] = "refit"
+    average_weights: bool = False
+
+
 class _Output(Schema):
     submission: str | None = None
     report: str | None = None
@@ -90,6 +99,7 @@ class RunFile(Schema):
     models: Annotated[list[_Model], Field(min_length=1)]
     stack: _Stack = _Stack()
     calibration: _Calibration = _Calibration()
+    ensemble: _Ensemble = _Ensemble()
     output: _Output = _Output()
 
 
@@ -127,6 +137,8 @@ class RunConfig:
     stack_features: str = "length"
     calibration: str = "auto"
     calibration_candidates: tuple[str, ...] = ("temperature", "vector", "temperature_by_length")
+    ensemble: str = "refit"
+    average_weights: bool = False
     submission: Path | None = None
     report: Path | None = None
     file: Path | None = None
@@ -170,6 +182,9 @@ def read_run_config(path: str | Path) -> RunConfig:
     if data.holdout is not None and data.test is not None:
         raise ConfigError(f"{path}: [data] takes 'test' or [data.holdout], not both")
     h = data.holdout
+    if spec.ensemble.average_weights and spec.ensemble.method != "folds":
+        raise ConfigError(f"{path}: [ensemble] average_weights averages fold models: it needs "
+                          "method = \"folds\"")
     return RunConfig(
         name=name,
         competition=run.competition,
@@ -187,6 +202,8 @@ def read_run_config(path: str | Path) -> RunConfig:
         stack_features=spec.stack.features,
         calibration=spec.calibration.method,
         calibration_candidates=_tuple(spec.calibration.candidates),
+        ensemble=spec.ensemble.method,
+        average_weights=spec.ensemble.average_weights,
         submission=Path(spec.output.submission) if spec.output.submission else None,
         report=Path(spec.output.report) if spec.output.report else None,
         file=path,

@@ -29,7 +29,14 @@ from prefpred.errors import ConfigError
 from prefpred.io import atomic_path, file_sha256, git_commit, read_back, write_json_atomic
 from prefpred.labels import LOGIT_COLUMNS, check_label_mix
 from prefpred.metrics import score_by
-from prefpred.models.base import PreferenceModel, build_model, check_logits, set_work_dir
+from prefpred.models.base import (
+    MODEL_FILE,
+    PreferenceModel,
+    build_model,
+    check_logits,
+    save_model,
+    set_work_dir,
+)
 from prefpred.oof import OOF_FILE, oof_frame, read_oof, write_oof
 from prefpred.probabilities import softmax
 from prefpred.submission import write_submission
@@ -75,6 +82,7 @@ def run_cv(
     resume: bool = True,
     progress: bool = True,
     only_folds: list[int] | None = None,
+    save_models_as: str | None = None,
 ) -> CVResult:
     """Fit a fresh model on all but one fold, predict that fold, for every fold.
 
@@ -83,6 +91,9 @@ def run_cv(
     with ``resume=True`` a fold already written under the same model, parameters, data and folds
     is read back instead of refitted. ``only_folds`` fits just those folds (the other rows of the
     returned logits are NaN), e.g. a one-fold budget run of a slow model.
+    ``save_models_as`` (the registered model name) keeps every fold's fitted model in
+    ``run_dir/<name>/fold_<k>_model/`` (:func:`prefpred.models.base.save_model`), for a fold
+    ensemble of the test predictions; a fold without its saved model is refitted.
     """
     y = table.require_labels("cross-validation")
     check_label_mix(y, f"{table.origin or 'the training data'}: cross-validation")
@@ -112,7 +123,9 @@ def run_cv(
 
         def fit_predict_fold(k: int, train_idx: np.ndarray, valid_idx: np.ndarray) -> np.ndarray:
             fold_file = out_dir / f"fold_{k}.parquet" if out_dir else None
-            if resume and fold_file is not None:
+            model_dir = out_dir / f"fold_{k}_model" if out_dir and save_models_as else None
+            if resume and fold_file is not None and (
+                    model_dir is None or (model_dir / MODEL_FILE).is_file()):
                 want = ids[valid_idx].tolist()
                 saved = read_back(fold_file, lambda p: read_oof(p)[0], "the finished fold",
                                   check=lambda f: f["id"].to_list() == want
@@ -124,6 +137,8 @@ def run_cv(
             model.fit(table.take(train_idx))
             valid = table.take(valid_idx)
             fold_logits = check_logits(model.predict_logits(valid), len(valid), name)
+            if model_dir is not None:
+                save_model(model, save_models_as, model_dir)
             if fold_file is not None:
                 write_oof(fold_file, oof_frame(valid, fold_logits, folds[valid_idx]))
             return fold_logits
@@ -153,14 +168,16 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
                    params: dict[str, Any], *, run_dir: Path | None, n_folds: int | None = None,
                    seed: int | None = None, progress: bool = True,
                    only_folds: list[int] | None = None, resume: bool = True,
-                   label: str | None = None) -> CVResult:
+                   label: str | None = None, save_models: bool = False) -> CVResult:
     """:func:`run_cv` of a registered model (folds and seed default to the competition's);
-    ``label`` names the run folder (default: the model name)."""
+    ``label`` names the run folder (default: the model name); ``save_models`` keeps each fold's
+    fitted model."""
     build_model(model, params)  # fail fast on bad parameters
     return run_cv(
         table, lambda: build_model(model, params), name=label or model,
         n_folds=n_folds or competition.n_folds, seed=competition.seed if seed is None else seed,
         run_dir=run_dir, progress=progress, only_folds=only_folds, resume=resume,
+        save_models_as=model if save_models else None,
     )
 
 
@@ -168,13 +185,14 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
 def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
                 params: dict[str, Any], *, work_dir: Path | None = None,
                 cache: Path | None = None, say: Callable[[str], None] | None = None,
-                label: str | None = None) -> np.ndarray:
+                label: str | None = None, save_to: Path | None = None) -> np.ndarray:
     """Fit a registered model on all of ``train``; return its logits (n, 3) on ``test``.
 
     With ``cache`` (a ``.parquet`` path), the logits are written there with a key file beside
     them (model, parameters, training and test fingerprints) and read back instead of refitting
-    while the key and the test ids match. ``say`` hears which happened (``label`` names the
-    model there).
+    while the key and the test ids match (and, with ``save_to``, the saved model is there).
+    ``save_to`` keeps the fitted model (:func:`prefpred.models.base.save_model`). ``say``
+    hears which happened (``label`` names the model there).
     """
     import time
 
@@ -182,7 +200,8 @@ def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
     key = {"model": model, "params": params, "train": train.fingerprint(),
            "test": test.fingerprint()}
     key_file = cache.with_suffix(".key.json") if cache is not None else None
-    if cache is not None and cache.exists() and key_file.exists() and read_back(
+    saved = save_to is None or (save_to / MODEL_FILE).is_file()
+    if saved and cache is not None and cache.exists() and key_file.exists() and read_back(
             key_file, _read_json, "the test-logit key") == json.loads(json.dumps(key, default=str)):
         frame = read_back(cache, pl.read_parquet, "the cached test logits",
                           check=lambda f: f["id"].to_list() == test.ids
@@ -198,6 +217,8 @@ def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
     set_work_dir(m, work_dir)
     m.fit(train)
     logits = check_logits(m.predict_logits(test), len(test), label)
+    if save_to is not None:
+        save_model(m, model, save_to)
     if cache is not None:
         frame = pl.DataFrame({"id": test.ids}).with_columns(
             [pl.Series(c, logits[:, i]) for i, c in enumerate(LOGIT_COLUMNS)])

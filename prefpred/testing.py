@@ -102,3 +102,41 @@ def tiny_backbone(arch: str, directory: str | Path, *, seed: int = 0, num_labels
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def platform_venv(folder: str | Path, provided: Iterable[str] | None = None,
+                  hidden: Iterable[str] = ("prefpred",)) -> Path:
+    """A fresh virtual environment standing in for a platform image (a Kaggle notebook's):
+    through a ``.pth`` file it sees this environment's installed distributions, those named
+    in ``provided`` (canonical names; default: all) except ``hidden``, and nothing else (its
+    own setuptools is removed, as the stand-in's is). Returns its ``python``."""
+    import importlib.metadata as md
+    import subprocess
+    import venv
+
+    from prefpred.bundle import canonical
+
+    folder = Path(folder)
+    venv.EnvBuilder(with_pip=True).create(folder / "env")
+    python = folder / "env" / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", "setuptools"],
+                   capture_output=True, check=False)
+    platform = folder / "platform"
+    platform.mkdir()
+    hidden = {canonical(h) for h in hidden}
+    wanted = None if provided is None else {canonical(p) for p in provided}
+    site = Path(md.distribution("pip").locate_file(""))
+    for dist in md.distributions():
+        name = canonical(dist.metadata["Name"])
+        if name in hidden or (wanted is not None and name not in wanted):
+            continue
+        for top in {f.parts[0] for f in dist.files or ()}:
+            if top == ".." or top.endswith(".pth") or top.startswith("__editable__"):
+                continue
+            if (site / top).exists() and not (platform / top).exists():
+                (platform / top).symlink_to(site / top)
+    purelib = subprocess.run([python, "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    Path(purelib, "platform.pth").write_text(f"{platform}\n")
+    return python

@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backbone_gpu.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_backbone_gpu", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def _bench(name: str = "bench_backbone_gpu"):
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return bench
 
 
@@ -34,9 +40,26 @@ def test_gpu_benchmark_smoke_runs_on_cpu():
         assert math.isfinite(r["projected_25k_min"]) and r["projected_25k_min"] > 0
 
 
+def test_gpu_inference_benchmark_smoke_runs_on_cpu():
+    """The bundle-path inference benchmark: every precision x worker setting predicts."""
+    bench = _bench("bench_inference_gpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = bench.main(["--smoke", "--no-record", "--pairs", "8"])
+    finally:
+        torch.set_num_threads(before)
+    assert [(r["precision"], r["workers"]) for r in rows] == [
+        ("fp32", 1), ("fp32", 2), ("fp16", 1), ("fp16", 2)]
+    for r in rows:
+        assert float(r["tokens/s"].replace(",", "")) > 0 and r["pairs"] == 8
+        assert r["projected 25k pairs (swap avg)"].endswith(" h")
+
+
 @pytest.mark.parametrize("name,published", [
     ("llama3-8b", 8.03e9),  # Meta-Llama-3-8B model card: 8.03B parameters (untied LM head)
     ("gemma2-9b", 9.24e9),  # gemma-2-9b model card: 9.24B parameters (tied embeddings)
+    ("gemma2-2b", 2.61e9),  # gemma-2-2b model card: 2.61B parameters (tied embeddings)
 ])
 def test_benchmark_shapes_have_the_published_sizes(name, published):
     """The benchmark's model shapes (built on the meta device: no memory) have the parameter
@@ -44,7 +67,7 @@ def test_benchmark_shapes_have_the_published_sizes(name, published):
     from transformers import AutoModel
 
     bench = _bench()
-    cfg = bench.build_config(bench.SHAPES[name], smoke=False)
+    cfg = bench.build_config(_bench("bench_inference_gpu").SHAPES[name], smoke=False)
     with torch.device("meta"):
         model = AutoModel.from_config(cfg)
     n = sum(p.numel() for p in model.parameters())

@@ -1,4 +1,5 @@
-"""The model protocol every base model follows, the registry, and swap averaging."""
+"""The model protocol every base model follows, the registry, saving and loading a fitted
+model, and swap averaging."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class PreferenceModel(Protocol):
 
     def get_params(self) -> dict[str, Any]: ...
 
+    # A fitted model saves and restores its learned state (beside ``model.json``, which
+    # :func:`save_model` writes) with ``save_state(folder)`` / ``load_state(folder)``.
+
 
 def set_work_dir(model: object, path: Path | None) -> None:
     """Give a model a folder for checkpoints and caches, if it takes one (``set_work_dir``)."""
@@ -43,9 +47,13 @@ def swap_averaged_logits(predict: Callable[[PreferenceTable], np.ndarray],
 
     With this, P(A | x) equals P(B | swap(x)) exactly, whatever ``predict`` does.
     """
-    direct = log_softmax(predict(table))
-    swapped = swap_class_columns(log_softmax(predict(table.swap())))
-    return (direct + swapped) / 2.0
+    return average_with_swap(predict(table), predict(table.swap()))
+
+
+def average_with_swap(direct: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """The swap average of logits of the pairs (``direct``) and of their swaps (``swapped``,
+    classes as the swapped table names them)."""
+    return (log_softmax(direct) + swap_class_columns(log_softmax(swapped))) / 2.0
 
 
 def check_logits(logits: np.ndarray, n_rows: int, who: str = "model") -> np.ndarray:
@@ -87,3 +95,97 @@ def model_class(name: str) -> type:
 def build_model(name: str, params: dict[str, Any] | None = None) -> PreferenceModel:
     """Instantiate a registered model with keyword parameters (unknown keys are an error)."""
     return instantiate({name: model_class(name)}, name, "model", params)
+
+
+#: A saved model folder: ``model.json`` (name, parameters, format) and the model's own files.
+MODEL_FILE = "model.json"
+MODEL_FORMAT = 1
+
+
+def _state_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a saved model but ``model.json``, by relative path."""
+    from prefpred.io import file_sha256
+
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p != folder / MODEL_FILE}
+
+
+def write_model_info(folder: Path, name: str, params: dict[str, Any]) -> None:
+    """``folder/model.json``: the model's name and parameters, and the digests of the state
+    files already in ``folder``."""
+    import json
+
+    info = {"kind": "prefpred-model", "format": MODEL_FORMAT, "model": name, "params": params,
+            "files": _state_digests(folder)}
+    (folder / MODEL_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str),
+                                     encoding="utf-8")
+
+
+def save_model(model: PreferenceModel, name: str, folder: str | Path) -> Path:
+    """Write a fitted registered model to ``folder`` (replacing what is there): its parameters
+    in ``model.json`` and its learned state in the files its ``save_state`` writes. Written
+    under a temporary name and renamed into place."""
+    import os
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.save_state(tmp)
+        write_model_info(tmp, name, model.get_params())
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_model(folder: str | Path, **overrides: Any) -> PreferenceModel:
+    """A model saved by :func:`save_model`, ready to predict. Its parameters pass the model's
+    schema like any other; ``overrides`` change run-time parameters (where and how to predict).
+    A folder that is not a saved model, or whose files do not load, is a one-line error."""
+    import json
+    import zipfile
+
+    from prefpred.errors import DataError
+
+    folder = Path(folder)
+    file = folder / MODEL_FILE
+    if not file.is_file():
+        raise DataError(f"not a saved prefpred model (no {MODEL_FILE})", file=folder)
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"not a saved prefpred model ({err})", file=file) from None
+    if not isinstance(info, dict) or info.get("kind") != "prefpred-model" or \
+            info.get("format") != MODEL_FORMAT or not isinstance(info.get("params"), dict):
+        raise DataError(f"not a saved prefpred model of format {MODEL_FORMAT}", file=file)
+    name = info.get("model")
+    if name not in model_names():
+        raise DataError(f"unknown model {name!r}", file=file, column="model")
+    # no file reaches a native parser (LightGBM, safetensors, numpy) unless it is the one saved
+    if not isinstance(info.get("files"), dict) or _state_digests(folder) != info["files"]:
+        have, want = _state_digests(folder), info.get("files")
+        want = want if isinstance(want, dict) else {}
+        bad = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        raise DataError(f"the saved model's files differ from the digests in {MODEL_FILE} "
+                        f"({', '.join(bad[:3]) or 'no digests'}): damaged or altered",
+                        file=folder)
+    cls = model_class(name)
+    try:
+        if hasattr(cls, "from_saved"):  # models that rebuild themselves from their own files
+            return cls.from_saved(folder, **overrides)
+        # where a model writes (a cache folder) is never taken from a file: the caller's or none
+        params = {**info["params"], **{k: None for k in getattr(cls, "WRITE_PARAMS", ())},
+                  **overrides}
+        model = build_model(name, params)
+        model.load_state(folder)
+    except ConfigError as err:
+        raise DataError(f"the saved {name} model: {err}", file=file) from None
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"the saved {name} model does not load "
+                        f"({' '.join(str(err).split())[:200]})", file=folder) from None
+    return model

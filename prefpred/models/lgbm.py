@@ -71,6 +71,9 @@ class LightGBMModel:
     computing (``prefpred features build`` writes it); None or "" computes everything.
     """
 
+    #: Parameters that name where the model writes: a saved model loads without them.
+    WRITE_PARAMS = ("feature_cache",)
+
     def __init__(
         self,
         n_estimators: Positive = 2000,
@@ -239,6 +242,42 @@ class LightGBMModel:
         if self.swap_average:
             return swap_averaged_logits(self._raw_logits, table)
         return self._raw_logits(table)
+
+    # ------------------------------------------------------------------ saved state
+    def save_state(self, folder: Path) -> None:
+        if self.booster_ is None:
+            raise RuntimeError("LightGBMModel is not fitted")
+        write_text_atomic(folder / "booster.txt",
+                          self.booster_.model_to_string(num_iteration=self.best_iteration_))
+        write_json_atomic(folder / "state.json", {
+            "columns": self.columns_, "sources": self.sources_,
+            "best_iteration": self.best_iteration_,
+            "inner_valid_logloss": self.inner_valid_logloss_})
+
+    def load_state(self, folder: Path) -> None:
+        import json
+
+        import lightgbm as lgb
+
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        columns, sources = state["columns"], state["sources"]
+        if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+                and isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+            raise ValueError("columns and sources must be lists of names")
+        unknown = sorted(set(columns) - set(self._feature_names()))
+        if unknown:
+            raise ValueError(f"features {unknown[:3]} are not features of this prefpred")
+        try:
+            booster = lgb.Booster(model_file=str(folder / "booster.txt"))
+        except Exception as err:  # noqa: BLE001 - LightGBM's own error type for a bad file
+            raise ValueError(f"booster.txt is not a LightGBM model ({err})") from None
+        numeric = [c for c in columns if c != "source"]
+        if booster.num_feature() != len(numeric) + int(self.use_source) or \
+                booster.num_model_per_iteration() != N_CLASSES:
+            raise ValueError("booster.txt does not fit the saved feature columns")
+        self.booster_, self.columns_, self.sources_ = booster, columns, sources
+        self.best_iteration_ = int(state["best_iteration"])
+        self.inner_valid_logloss_ = state.get("inner_valid_logloss")
 
     # ------------------------------------------------------------------ artefacts
     def feature_importance(self) -> pl.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,12 @@ class Uniform:
 
     def get_params(self) -> dict[str, Any]:
         return {}
+
+    def save_state(self, folder: Path) -> None:
+        """Nothing is learned."""
+
+    def load_state(self, folder: Path) -> None:
+        """Nothing is learned."""
 
 
 class ClassPrior:
@@ -51,3 +59,13 @@ class ClassPrior:
 
     def get_params(self) -> dict[str, Any]:
         return {"symmetric": self.symmetric, "smoothing": self.smoothing}
+
+    def save_state(self, folder: Path) -> None:
+        (folder / "prior.json").write_text(json.dumps({"log_prior": self.log_prior_.tolist()}))
+
+    def load_state(self, folder: Path) -> None:
+        values = np.asarray(json.loads((folder / "prior.json").read_text())["log_prior"],
+                            dtype=np.float64)
+        if values.shape != (N_CLASSES,) or not np.isfinite(values).all():
+            raise ValueError(f"log_prior must be {N_CLASSES} finite numbers")
+        self.log_prior_ = values

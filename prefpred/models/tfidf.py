@@ -129,6 +129,25 @@ class FoldVocabulary:
         np.log(idf, out=idf)
         self.idf = idf + np.float32(1.0)
 
+    @classmethod
+    def from_terms(cls, counts: NgramCounts, terms: Sequence[str], idf: np.ndarray
+                   ) -> FoldVocabulary:
+        """A saved vocabulary (terms in order, their idf) in this process's column space."""
+        vocab = cls.__new__(cls)
+        idf = np.asarray(idf, dtype=np.float32)
+        if len(terms) != len(idf) or not np.isfinite(idf).all() or (idf < 1).any():
+            raise ValueError("a vocabulary needs one idf >= 1 per term")
+        with counts._lock:
+            columns = [counts.vocab.setdefault(t, len(counts.vocab)) for t in terms]
+            counts._rank = None
+        vocab.columns = np.asarray(columns, dtype=np.int64)
+        vocab.idf = idf
+        return vocab
+
+    def terms(self, counts: NgramCounts) -> list[str]:
+        names = list(counts.vocab)
+        return [names[j] for j in self.columns]
+
     def transform(self, counts: NgramCounts, texts: Sequence[str]):
         """Sublinear TF-IDF rows of ``texts``, L2-normalised, in this vocabulary."""
         from sklearn.preprocessing import normalize
@@ -234,6 +253,48 @@ class TfidfModel:
             raise DataError(f"TF-IDF training needs all three classes; got {self.clf_.classes_}",
                             file=table.origin, column="label")
         return self
+
+    def save_state(self, folder) -> None:
+        import json
+
+        if self.clf_ is None:
+            raise RuntimeError("TfidfModel is not fitted")
+        analysers = self._analysers()
+        (folder / "vocabularies.json").write_text(json.dumps(
+            [vocab.terms(counts) for vocab, (counts, _) in
+             zip(self.vocabularies_, analysers, strict=True)], ensure_ascii=False),
+            encoding="utf-8")
+        np.savez(folder / "weights.npz", coef=self.clf_.coef_, intercept=self.clf_.intercept_,
+                 **{f"idf{i}": v.idf for i, v in enumerate(self.vocabularies_)})
+        (folder / "sources.json").write_text(json.dumps(self.sources_))
+
+    def load_state(self, folder) -> None:
+        import json
+
+        from sklearn.linear_model import LogisticRegression
+
+        terms = json.loads((folder / "vocabularies.json").read_text(encoding="utf-8"))
+        sources = json.loads((folder / "sources.json").read_text(encoding="utf-8"))
+        with np.load(folder / "weights.npz") as z:
+            weights = {k: z[k] for k in z.files}
+        analysers = self._analysers()
+        if len(terms) != len(analysers) or not all(
+                isinstance(t, list) and all(isinstance(x, str) for x in t) for t in terms):
+            raise ValueError(f"vocabularies.json must hold {len(analysers)} lists of terms")
+        self.vocabularies_ = [FoldVocabulary.from_terms(counts, t, weights[f"idf{i}"])
+                              for i, (t, (counts, _)) in enumerate(zip(terms, analysers,
+                                                                       strict=True))]
+        self.sources_ = [str(s) for s in sources]
+        width = 3 * sum(len(t) for t in terms) + (len(self.sources_) if self.use_source else 0)
+        coef, intercept = weights["coef"], weights["intercept"]
+        if coef.shape != (N_CLASSES, width) or intercept.shape != (N_CLASSES,) or \
+                not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            raise ValueError(f"the weights must be finite, of shape ({N_CLASSES}, {width})")
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-4)
+        clf.coef_, clf.intercept_ = coef, intercept
+        clf.classes_ = np.arange(N_CLASSES)
+        clf.n_features_in_ = width
+        self.clf_ = clf
 
     def _raw_logits(self, table: PreferenceTable) -> np.ndarray:
         if self.clf_ is None:

@@ -37,7 +37,8 @@ INPUT_KEYS = ("max_length", "prompt_share", "min_response_tokens", "truncation",
               "chat_template", "instruction", "encode")
 #: Parameters that may differ at load time (where and how to predict).
 RUNTIME_KEYS = ("infer_tokens", "infer_batch_rows", "swap_average", "device", "bf16",
-                "backbone", "gguf_file", "cache_dir", "extra")
+                "backbone", "gguf_file", "cache_dir", "extra", "precision", "load_in",
+                "devices", "split", "time_budget")
 
 
 def save_artifact(model, path: str | Path) -> Path:
@@ -133,3 +134,74 @@ def load_weights(net, path: Path, finetune: str, trainable: bool) -> None:
         net.head.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(f"{path}/head.safetensors does not fit the head ({err})") from None
+
+
+def average_artifacts(paths: list[Path], out: str | Path) -> Path:
+    """One artifact whose weights are the element-wise mean of ``paths``' (fold models of one
+    configuration: the same backbone, shape and adapter layout, checked). The LoRA adapter
+    matrices, the head and, for ``finetune=full``, the backbone are averaged tensor by tensor;
+    the tokenizer and config are the first artifact's. Fold models trained from the same seed
+    start from the same adapter initialisation, which keeps their matrices aligned; the
+    out-of-fold estimate is the fold models', not the average's (the report says so)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ConfigError("weight averaging needs at least two artifacts")
+    infos = [read_artifact_info(p) for p in paths]
+    first = infos[0]
+    for path, info in zip(paths[1:], infos[1:], strict=True):
+        for key in SHAPE_KEYS + INPUT_KEYS:
+            if info["params"].get(key) != first["params"].get(key):
+                raise ConfigError(f"{path}: {key}={info['params'].get(key)!r} differs from "
+                                  f"{paths[0]}'s {first['params'].get(key)!r}: not averageable")
+        if info["backbone"] != first["backbone"]:
+            raise ConfigError(f"{path}: another backbone than {paths[0]}'s: not averageable")
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(paths[0], tmp)
+    files = sorted(f.relative_to(paths[0]) for f in paths[0].rglob("*.safetensors"))
+    for rel in files:
+        states = []
+        for p in paths:
+            if not (p / rel).is_file():
+                raise ConfigError(f"{p}: no {rel}: not averageable with {paths[0]}")
+            states.append(load_file(str(p / rel)))
+        keys = set(states[0])
+        for p, state in zip(paths, states, strict=True):
+            if set(state) != keys or any(state[k].shape != states[0][k].shape for k in keys):
+                raise ConfigError(f"{p / rel}: other tensors than {paths[0] / rel}: "
+                                  "not averageable")
+        mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype)
+                .contiguous() for k in sorted(keys)}
+        save_file(mean, str(tmp / rel))
+    info = {**first, "averaged_from": len(paths), "weights_digest": None}
+    (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    return out
+
+
+def average_saved_models(dirs: list[Path], out: str | Path) -> Path:
+    """:func:`average_artifacts` of saved backbone models (``prefpred.models.base.save_model``
+    folders, e.g. a run's fold models): one saved model at ``out``."""
+    from prefpred.models.base import MODEL_FILE, write_model_info
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.avg{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        average_artifacts([Path(d) / "artifact" for d in dirs], tmp / "artifact")
+        info = json.loads((Path(dirs[0]) / MODEL_FILE).read_text(encoding="utf-8"))
+        write_model_info(tmp, info["model"], info["params"])
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

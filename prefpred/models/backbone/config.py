@@ -162,6 +162,15 @@ class BackboneConfig:
     init_from: str | None = None  # a saved artifact to start from (epochs=0: use it as is)
     cache_dir: str | None = None  # frozen embeddings cache (default: beside the work dir)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # --- inference only (changeable when loading an artifact)
+    precision: str = "auto"  # auto (bf16 on compute capability >= 8, fp16 autocast on older
+    # GPUs, fp32 on CPU; an explicit bf16 above wins) | bf16 | fp16 | fp32
+    load_in: str | None = None  # 8bit | 4bit: quantized base weights (bitsandbytes, CUDA)
+    devices: str | None = None  # cuda:0,cuda:1 | auto: one worker per device, batches split
+    split: str = "batches"  # batches: each worker a share of both sides | sides: with swap
+    # averaging and two devices, the swapped copy runs on the second while the first runs
+    # the original order
+    time_budget: str | float | None = None  # 9h, 90m, seconds: project, then fit or refuse
     extra: dict[str, Any] = field(default_factory=dict)  # from_pretrained options: EXTRA_OPTIONS
 
     def __post_init__(self) -> None:
@@ -194,6 +203,17 @@ class BackboneConfig:
             raise bad("lr", "learning rates must be positive")
         if self.bf16 not in ("auto", True, False):
             raise bad("bf16", "choose auto, true or false")
+        from prefpred.models.backbone.runtime import PRECISIONS, parse_devices, parse_duration
+
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"choose one of {list(PRECISIONS)}")
+        if self.load_in not in (None, "8bit", "4bit"):
+            raise bad("load_in", "choose 8bit or 4bit (or leave it out)")
+        if self.split not in ("batches", "sides"):
+            raise bad("split", "choose batches or sides")
+        parse_devices(self.devices)
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "must be >= 0")
         if not isinstance(self.lora_target, (str, list)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from prefpred.models.backbone.batching import token_budget_batches
 
 #: Called after every inference batch with the batch count so far (tests simulate a kill).
 _after_batch: Callable[[int], None] | None = None
+_lock = threading.Lock()
 
 
 def _load_chunk(path: Path) -> dict[str, np.ndarray]:
@@ -32,8 +34,9 @@ def _load_chunk(path: Path) -> dict[str, np.ndarray]:
 
 def _chunk_ok(chunk: dict[str, np.ndarray]) -> bool:
     rows, values = chunk.get("rows"), chunk.get("values")
+    # values may hold non-finite logits (fp16 overflow): the model recomputes those rows
     return chunk.get("batches") is not None and rows is not None and values is not None \
-        and values.ndim == 2 and len(values) == len(rows) and bool(np.isfinite(values).all())
+        and values.ndim == 2 and len(values) == len(rows)
 
 
 def _read_chunks(stream_dir: Path) -> list[dict[str, np.ndarray]]:
@@ -60,24 +63,33 @@ def _prepare_stream(stream_dir: Path, meta: dict[str, Any], is_main: bool) -> No
         write_json_atomic(meta_file, meta)
 
 
-def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, out_dim: int,
-                max_tokens: int, max_rows: int | None = None, stream_dir: Path | None = None,
+def run_batches(fn: Callable[[np.ndarray], np.ndarray] | list[Callable[[np.ndarray], np.ndarray]],
+                lengths: np.ndarray, *, out_dim: int, max_tokens: int,
+                max_rows: int | None = None, stream_dir: Path | None = None,
                 meta: dict[str, Any] | None = None, flush_rows: int = 4096,
                 progress: bool = True, desc: str = "predict") -> np.ndarray:
     """``fn(rows) -> (len(rows), out_dim)`` over all rows, in token-budget batches.
 
     Returns an ``(n, out_dim)`` float32 array in row order. With ``stream_dir``, outputs already
-    streamed there by a run with the same ``meta`` are read back instead of recomputed.
+    streamed there by a run with the same ``meta`` are read back instead of recomputed. A list
+    of functions is one worker each (a model replica per device): worker ``w`` takes every
+    ``len(fn)``-th batch from the ``w``-th, in a thread of its own, and the outputs are merged
+    by row, so the result does not depend on the number of workers.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     from prefpred.models.backbone.network import distributed_state
+    from prefpred.models.backbone.runtime import split_batches
 
+    fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
     state = distributed_state()
     world, rank = state.num_processes, state.process_index
     lengths = np.asarray(lengths, dtype=np.int64)
     n = len(lengths)
     result = np.full((n, out_dim), np.nan, dtype=np.float32)
+    filled = np.zeros(n, dtype=bool)
     batches = token_budget_batches(lengths, max_tokens, max_rows)
     done: set[int] = set()
     if stream_dir is not None:
@@ -86,51 +98,70 @@ def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, 
         for chunk in _read_chunks(stream_dir):
             done.update(int(b) for b in chunk["batches"])
     todo = [b for b in range(len(batches)) if b % world == rank and b not in done]
-
-    buffer: dict[str, list] = {"batches": [], "rows": [], "values": []}
-
-    def flush() -> None:
-        if not buffer["batches"]:
-            return
-        rows = np.concatenate(buffer["rows"])
-        values = np.concatenate(buffer["values"]).astype(np.float32)
-        if stream_dir is not None:
-            name = f"chunk_{min(buffer['batches']):06d}_{os.getpid()}.npz"
-            with atomic_path(stream_dir / name) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, batches=np.asarray(buffer["batches"], dtype=np.int64), rows=rows,
-                         values=values)
-        else:
-            local_parts.append((rows, values))
-        for key in buffer:
-            buffer[key].clear()
-
     local_parts: list[tuple[np.ndarray, np.ndarray]] = []
-    bar = tqdm(total=int(lengths[np.concatenate([batches[b] for b in todo])].sum()) if todo else 0,
-               desc=desc, unit="tok", unit_scale=True,
+    total = int(lengths[np.concatenate([batches[b] for b in todo])].sum()) if todo else 0
+    bar = tqdm(total=total, desc=desc, unit="tok", unit_scale=True,
                disable=True if (not progress or rank != 0) else None,  # None: off without a TTY
                leave=False, dynamic_ncols=True)
-    count = 0
+    counter = {"batches": 0, "rows": 0}
+
+    def work(worker: int, mine: list[int]) -> None:
+        buffer: dict[str, list] = {"batches": [], "rows": [], "values": []}
+
+        def flush() -> None:
+            if not buffer["batches"]:
+                return
+            rows = np.concatenate(buffer["rows"])
+            values = np.concatenate(buffer["values"]).astype(np.float32)
+            if stream_dir is not None:
+                name = f"chunk_{min(buffer['batches']):06d}_{os.getpid()}_{worker}.npz"
+                with atomic_path(stream_dir / name) as tmp, open(tmp, "wb") as fh:
+                    np.savez(fh, batches=np.asarray(buffer["batches"], dtype=np.int64),
+                             rows=rows, values=values)
+            else:
+                local_parts.append((rows, values))
+            for key in buffer:
+                buffer[key].clear()
+
+        try:
+            for b in mine:
+                rows = batches[b]
+                values = np.asarray(fns[worker](rows), dtype=np.float32).reshape(len(rows),
+                                                                                 out_dim)
+                buffer["batches"].append(b)
+                buffer["rows"].append(rows)
+                buffer["values"].append(values)
+                if sum(len(r) for r in buffer["rows"]) >= flush_rows:
+                    flush()
+                with _lock:
+                    bar.update(int(lengths[rows].sum()))
+                    counter["batches"] += 1
+                    counter["rows"] += len(rows)
+                    elapsed = bar.format_dict.get("elapsed") or 0.0
+                    if elapsed > 0:
+                        bar.set_postfix_str(f"{counter['rows'] / elapsed:.1f} rows/s",
+                                            refresh=False)
+                    if _after_batch is not None:
+                        _after_batch(counter["batches"])
+        finally:
+            flush()
+
     try:
-        for b in todo:
-            rows = batches[b]
-            values = np.asarray(fn(rows), dtype=np.float32).reshape(len(rows), out_dim)
-            buffer["batches"].append(b)
-            buffer["rows"].append(rows)
-            buffer["values"].append(values)
-            if sum(len(r) for r in buffer["rows"]) >= flush_rows:
-                flush()
-            bar.update(int(lengths[rows].sum()))
-            count += 1
-            if _after_batch is not None:
-                _after_batch(count)
+        shares = [[todo[i] for i in idx] for idx in split_batches(len(todo), len(fns))]
+        if len(fns) == 1:
+            work(0, shares[0])
+        else:
+            with ThreadPoolExecutor(len(fns)) as pool:
+                for future in [pool.submit(work, w, share) for w, share in enumerate(shares)]:
+                    future.result()
     finally:
-        flush()
         bar.close()
 
     if stream_dir is not None:
         state.wait_for_everyone()
         for chunk in _read_chunks(stream_dir):
             result[chunk["rows"]] = chunk["values"]
+            filled[chunk["rows"]] = True
         state.wait_for_everyone()  # every process has read the chunks: the folder may go
     else:
         if world > 1:
@@ -139,7 +170,8 @@ def run_batches(fn: Callable[[np.ndarray], np.ndarray], lengths: np.ndarray, *, 
             local_parts = [part for parts in gather_object([local_parts]) for part in parts]
         for rows, values in local_parts:
             result[rows] = values
-    if np.isnan(result).any():
+            filled[rows] = True
+    if not filled.all():
         raise RuntimeError("inference left rows without output (an incomplete stream folder?)")
     return result
 

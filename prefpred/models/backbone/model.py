@@ -45,7 +45,13 @@ from prefpred.models.backbone.batching import (
 from prefpred.models.backbone.config import BackboneConfig, BackboneSource, resolve_backbone
 from prefpred.models.backbone.inference import EmbeddingCache, run_batches
 from prefpred.models.backbone.train import TrainData, TrainLog, train
-from prefpred.models.base import swap_averaged_logits
+from prefpred.models.base import average_with_swap, swap_averaged_logits
+
+
+def _rows(index: np.ndarray, shown: int = 5) -> str:
+    """Row numbers (1-based), the first few."""
+    text = ", ".join(str(int(i) + 1) for i in index[:shown])
+    return text + (", ..." if len(index) > shown else "")
 
 
 def _digest(obj: Any, n: int = 20) -> str:
@@ -72,6 +78,9 @@ class BackboneModel:
         self._device: torch.device | None = None
         self.weights_digest: str | None = None
         self.train_log_: TrainLog | None = None
+        self._precision = "fp32"
+        self._artifact: Path | None = None  # the folder it was loaded from
+        self._replicas: list | None = None  # (network, device) on devices[1:]
 
     # ----------------------------------------------------------------- protocol
     def get_params(self) -> dict[str, Any]:
@@ -97,16 +106,65 @@ class BackboneModel:
         return self
 
     def predict_logits(self, table: PreferenceTable) -> np.ndarray:
+        """Logits of ``table``'s rows: with ``swap_average``, the mean with the swapped pairs;
+        over every device of ``devices``; within ``time_budget`` (see :mod:`.runtime`)."""
         if self._net is None:
             raise RuntimeError("BackboneModel is not fitted (call fit, or BackboneModel.load)")
-        if self.config.swap_average:
-            return swap_averaged_logits(self._predict_one_side, table)
-        return self._predict_one_side(table)
+        cfg = self.config
+        workers = self._workers()
+        swap, max_length = cfg.swap_average, cfg.max_length
+        if cfg.time_budget is not None and cfg.finetune != "frozen":
+            from prefpred.models.backbone.budget import fit_budget
+
+            swap, max_length = fit_budget(self, table, workers)
+
+        def one_side(t: PreferenceTable, on: list | None = None) -> np.ndarray:
+            return self._predict_one_side(t, on or workers, max_length)
+
+        if swap and cfg.split == "sides" and len(workers) == 2 and cfg.finetune != "frozen":
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(2) as pool:  # the swapped copy on the second device
+                direct = pool.submit(one_side, table, workers[:1])
+                swapped = pool.submit(one_side, table.swap(), workers[1:])
+                return average_with_swap(direct.result(), swapped.result())
+        if swap:
+            return swap_averaged_logits(one_side, table)
+        return one_side(table)
+
+    def _workers(self) -> list[tuple[torch.nn.Module, torch.device]]:
+        """(network, device) per inference worker: this model's, plus a replica loaded from
+        the artifact on every further device of ``devices``."""
+        from prefpred.models.backbone.runtime import parse_devices
+
+        devices = parse_devices(self.config.devices)
+        if len(devices) <= 1:
+            return [(self._net, self._device)]
+        if self._replicas is None:
+            if self._artifact is None:
+                raise ConfigError("devices= needs a model loaded from its artifact "
+                                  "(BackboneModel.load / prefpred predict)")
+            overrides = {k: getattr(self.config, k) for k in artifacts.RUNTIME_KEYS
+                         if k not in ("device", "devices", "time_budget")}
+            self._replicas = [
+                (m._net, m._device) for m in (
+                    BackboneModel.load(self._artifact, **overrides, device=d, progress=False)
+                    for d in devices[1:])]
+        return [(self._net, self._device), *self._replicas]
 
     # ----------------------------------------------------------------- artifacts
     def save(self, path: str | Path) -> Path:
         """Adapter, head, tokenizer and config, with safetensors (see :mod:`.artifacts`)."""
         return artifacts.save_artifact(self, path)
+
+    def save_state(self, folder: Path) -> None:
+        """The artifact (adapter / head / tokenizer / config) in ``folder/artifact``."""
+        self.save(Path(folder) / "artifact")
+
+    @classmethod
+    def from_saved(cls, folder: str | Path, **overrides: Any) -> BackboneModel:
+        """A model saved by :func:`prefpred.models.base.save_model`, ready to predict."""
+        return cls.load(Path(folder) / "artifact", **overrides)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> BackboneModel:
@@ -120,7 +178,13 @@ class BackboneModel:
                               f"{list(artifacts.RUNTIME_KEYS)})")
         # where to write (the embedding cache) is never taken from a file: the caller's or none
         params = {**info["params"], "cache_dir": None, **overrides, "init_from": None}
+        from prefpred.models.backbone.runtime import parse_devices
+
+        devices = parse_devices(params.get("devices"))
+        if len(devices) > 1 or (devices and "device" not in overrides):
+            params["device"] = devices[0]  # the first worker is this model
         model = cls(**params)
+        model._artifact = path
         model._build(artifact=path, trainable=False)
         for p in model._net.parameters():
             p.requires_grad_(False)
@@ -140,6 +204,7 @@ class BackboneModel:
             artifacts.check_compatible(saved["params"], cfg.to_dict(), artifact,
                                        as_is=cfg.epochs == 0 and not cfg.max_steps)
         self._device = network.resolve_device(cfg.device)
+        self._precision = self._choose_precision(trainable)
         if saved is not None and cfg.finetune == "full":
             source = BackboneSource(artifact / "backbone")
         else:
@@ -148,7 +213,8 @@ class BackboneModel:
         self._tokenizer = network.load_tokenizer(
             source, path=artifact / "tokenizer" if artifact is not None else None)
         torch.manual_seed(cfg.seed)
-        backbone, info = network.load_backbone(source, cfg, self._device)
+        backbone, info = network.load_backbone(source, cfg, self._device,
+                                               None if trainable else self._precision)
         self._info = info
         if info.encoder and info.max_positions and (
                 cfg.max_length > info.max_positions and cfg.encode == "pair"):
@@ -192,11 +258,27 @@ class BackboneModel:
     def _bf16(self) -> bool:
         return network.use_bf16(self.config, self._device)
 
+    def _choose_precision(self, trainable: bool) -> str:
+        """Inference precision: after training, what training used (bf16 or fp32); for a
+        loaded artifact, ``precision`` (``auto``: by the device, see :mod:`.runtime`; an
+        explicit ``bf16=true/false`` decides when ``precision`` is auto)."""
+        from prefpred.models.backbone.runtime import choose_precision
+
+        cfg = self.config
+        if trainable:
+            return "bf16" if self._bf16() else "fp32"
+        requested = cfg.precision
+        if requested == "auto" and cfg.bf16 is not None and cfg.bf16 != "auto":
+            requested = "bf16" if cfg.bf16 else "fp32"
+        return choose_precision(requested, self._device.type)
+
     # ----------------------------------------------------------------- data
-    def _render(self, table: PreferenceTable) -> render.RenderedPairs:
+    def _render(self, table: PreferenceTable, max_length: int | None = None
+                ) -> render.RenderedPairs:
         cfg = self.config
         return render.render_pairs(table, self._tokenizer, self._template,
-                                   max_length=cfg.max_length, prompt_share=cfg.prompt_share,
+                                   max_length=max_length or cfg.max_length,
+                                   prompt_share=cfg.prompt_share,
                                    min_response_tokens=cfg.min_response_tokens,
                                    truncation=cfg.truncation)
 
@@ -211,7 +293,8 @@ class BackboneModel:
     def _run_key(self, table: PreferenceTable) -> str:
         cfg = self.config.to_dict()
         for key in ("infer_tokens", "infer_batch_rows", "checkpoint_every", "keep_checkpoints",
-                    "save_artifact", "cache_dir", "swap_average"):
+                    "save_artifact", "cache_dir", "swap_average", "precision", "load_in",
+                    "devices", "split", "time_budget"):
             cfg.pop(key)
         return _digest([cfg, table.fingerprint(), self._source.describe()])
 
@@ -270,33 +353,55 @@ class BackboneModel:
             load_checkpoint_weights(final, self._net)
         return log
 
-    def _predict_one_side(self, table: PreferenceTable) -> np.ndarray:
+    def _predict_one_side(self, table: PreferenceTable, workers: list | None = None,
+                          max_length: int | None = None) -> np.ndarray:
         cfg = self.config
         if cfg.finetune == "frozen":
             return self._head_logits(self._frozen_features(table))
-        rendered = self._render(table)
+        rendered = self._render(table, max_length)
         seqs = Sequences.from_series(rendered.ids)
         extra = network.length_features(rendered.full_lengths)
         pad_id = int(self._tokenizer.pad_token_id)
-        net, device = self._net, self._device
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self._bf16())
 
-        def logits(rows: np.ndarray) -> np.ndarray:
-            ids, mask = seqs.pad(rows, pad_id)
-            with torch.inference_mode(), autocast:
-                out = net(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device),
-                          extra[rows].to(device) if cfg.length_features else None)
-            return out.float().cpu().numpy()
+        def logits_on(net, device, precision: str):
+            from prefpred.models.backbone.runtime import autocast
 
+            def logits(rows: np.ndarray) -> np.ndarray:
+                ids, mask = seqs.pad(rows, pad_id)
+                net.head_fp32 = precision == "fp16"
+                with torch.inference_mode(), autocast(precision, device.type):
+                    out = net(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device),
+                              extra[rows].to(device) if cfg.length_features else None)
+                return out.float().cpu().numpy()
+            return logits
+
+        workers = workers or [(self._net, self._device)]
         stream = None
         if self.work_dir is not None:
             stream = (self.work_dir / "predictions" /
                       f"{self.weights_digest}_{table.fingerprint()[:20]}")
         meta = {"weights": self.weights_digest, "table": table.fingerprint(),
-                "max_length": cfg.max_length, "infer_tokens": cfg.infer_tokens}
-        out = run_batches(logits, seqs.lengths, out_dim=N_CLASSES, max_tokens=cfg.infer_tokens,
+                "max_length": max_length or cfg.max_length, "infer_tokens": cfg.infer_tokens,
+                "precision": self._precision}
+        out = run_batches([logits_on(n, d, self._precision) for n, d in workers], seqs.lengths,
+                          out_dim=N_CLASSES, max_tokens=cfg.infer_tokens,
                           max_rows=cfg.infer_batch_rows, stream_dir=stream, meta=meta,
                           progress=self.progress, desc="predict")
+        bad = np.flatnonzero(~np.isfinite(out).all(1))
+        if len(bad) and self._precision != "fp32":
+            from prefpred.errors import notice
+
+            notice(f"{len(bad)} row(s) gave non-finite logits in {self._precision} (rows "
+                   f"{_rows(bad)} of {table.origin or 'the table'}): recomputed in fp32")
+            net, device = workers[0]
+            out[bad] = logits_on(net, device, "fp32")(bad)
+            bad = bad[~np.isfinite(out[bad]).all(1)]
+        if len(bad):
+            from prefpred.errors import ModelError
+
+            raise ModelError(f"the backbone gave non-finite logits for {len(bad)} row(s) (rows "
+                             f"{_rows(bad)} of {table.origin or 'the table'}); nothing was "
+                             "written")
         if stream is not None and self._is_main():
             shutil.rmtree(stream, ignore_errors=True)
         return out.astype(np.float64)
@@ -308,7 +413,7 @@ class BackboneModel:
                      self.work_dir.parent / "embedding_cache" if self.work_dir is not None
                      else None)
         key = _digest([self._source.name or str(self._source.path), self._source.gguf_file,
-                       self._info.pooling, "bf16" if self._bf16() else "fp32"], 16)
+                       self._info.pooling, self._precision], 16)
         return EmbeddingCache(directory, key)
 
     def embed(self, ids) -> np.ndarray:
@@ -319,7 +424,9 @@ class BackboneModel:
         if missing:
             pad_id = int(self._tokenizer.pad_token_id)
             net, device = self._net, self._device
-            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self._bf16())
+            from prefpred.models.backbone.runtime import autocast as autocast_for
+
+            autocast = autocast_for(self._precision, device.type)
             todo = ids[missing]
             order = np.argsort(-todo.list.len().to_numpy(), kind="stable")
             # in slices, each added to the cache when done: an interrupt loses one slice at most

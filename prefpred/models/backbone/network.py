@@ -71,6 +71,7 @@ class PairClassifier(nn.Module):
         self.backbone = backbone
         self.head = head
         self.pooling = pooling
+        self.head_fp32 = False  # inference in fp16: the head runs outside autocast, in fp32
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
@@ -82,6 +83,9 @@ class PairClassifier(nn.Module):
         pooled = self.pool(input_ids, attention_mask)
         if extra is not None:
             pooled = torch.cat([pooled, extra.to(pooled.dtype)], dim=1)
+        if self.head_fp32:
+            with torch.autocast(pooled.device.type, enabled=False):
+                return self.head(pooled.float())
         return self.head(pooled)
 
 
@@ -178,19 +182,24 @@ def load_tokenizer(source: BackboneSource, path=None):
     return tok
 
 
-def _quantization_config(cfg: BackboneConfig, device: torch.device):
+def _quantization_config(cfg: BackboneConfig, device: torch.device, bits: int | None = None,
+                         compute: str = "bf16"):
+    """bitsandbytes settings: QLoRA's base weights, or (``bits``) weights loaded in 8 or 4 bits
+    for inference (``load_in``)."""
+    what = (f"load_in={bits}bit (quantized inference)" if bits else
+            f"finetune=qlora ({cfg.quant_bits}-bit base weights)")
     if device.type != "cuda":
-        raise DependencyError(f"finetune=qlora ({cfg.quant_bits}-bit base weights) needs a CUDA "
-                              "GPU; on CPU use finetune=lora")
+        raise DependencyError(f"{what} needs a CUDA GPU; on the CPU leave it out")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise DependencyError("finetune=qlora needs bitsandbytes: pip install 'prefpred[gpu]'")
+        raise DependencyError(f"{what} needs bitsandbytes: pip install 'prefpred[gpu]'")
     from transformers import BitsAndBytesConfig
 
-    if cfg.quant_bits == 8:
+    if (bits or cfg.quant_bits) == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=torch.float16 if compute == "fp16"
+                              else torch.bfloat16)
 
 
 def gpu_attention(hf_config) -> str | None:
@@ -212,9 +221,14 @@ def gpu_attention(hf_config) -> str | None:
     return None
 
 
-def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.device
-                  ) -> tuple[nn.Module, BackboneInfo]:
-    """The bare backbone (``AutoModel``, no LM head) on ``device``, frozen, and what it is."""
+def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.device,
+                  precision: str | None = None) -> tuple[nn.Module, BackboneInfo]:
+    """The bare backbone (``AutoModel``, no LM head) on ``device``, frozen, and what it is.
+
+    For training (``precision`` None) the weights are bf16 where ``cfg.bf16`` says so. For
+    inference they follow ``precision``: bf16 weights for bf16; fp32 weights under fp16
+    autocast (the residual stream, norms and Gemma-2's soft-capping stay in fp32) and for fp32;
+    or, with ``cfg.load_in``, 8- or 4-bit weights (bitsandbytes, CUDA only)."""
     from transformers import AutoConfig, AutoModel
 
     kwargs: dict[str, Any] = dict(cfg.extra)
@@ -224,18 +238,21 @@ def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.dev
                        what="backbone")
     hf_config = from_pretrained(AutoConfig, source.path, what="backbone config", **kwargs)
     encoder = is_encoder(hf_config)
-    half = use_bf16(cfg, device) and cfg.finetune in ("lora", "frozen", "qlora")
+    bf16 = use_bf16(cfg, device) if precision is None else precision == "bf16"
+    half = bf16 and cfg.finetune in ("lora", "frozen", "qlora")
     dtype = torch.bfloat16 if half else torch.float32
     if device.type == "cuda" and "attn_implementation" not in kwargs:
         kwargs["attn_implementation"] = gpu_attention(hf_config)
-    if cfg.finetune == "qlora":
-        kwargs["quantization_config"] = _quantization_config(cfg, device)
+    bits = int(cfg.load_in[0]) if precision is not None and cfg.load_in else None
+    if cfg.finetune == "qlora" or bits:
+        kwargs["quantization_config"] = _quantization_config(cfg, device, bits,
+                                                             compute=precision or "bf16")
         kwargs["device_map"] = {"": device.index or 0}
     with quiet_transformers():
         model = from_pretrained(AutoModel, source.path, what="backbone", dtype=dtype, **kwargs)
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # BERT-style pooler: unused (we pool ourselves), no dead weights
-    if cfg.finetune != "qlora":
+    if "quantization_config" not in kwargs:
         model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)

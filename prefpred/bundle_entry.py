@@ -1,0 +1,94 @@
+"""A prefpred bundle's entry point (copied into the bundle as ``predict.py``; standard library
+only until prefpred is installed). In a notebook, one cell::
+
+    !python /kaggle/input/<your-dataset>/predict.py
+
+It installs prefpred from the bundle's ``wheels/`` with no package index when the running
+Python lacks it (or has another version), finds the competition's ``test.csv`` under
+``/kaggle/input`` (or takes ``--test``), predicts with the bundle's pipeline, validates, and
+writes ``submission.csv`` to ``/kaggle/working`` (or ``--out``). Any further option goes to
+``prefpred predict`` (``--devices auto``, ``--precision fp16``, ``--time-budget 9h`` ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SKIP = ("sample_submission", "train")
+
+
+def _installed_version() -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("prefpred")
+    except PackageNotFoundError:
+        return None
+
+
+def install(manifest: dict, force: bool = False) -> None:
+    """pip-install prefpred (and the dependencies the bundle carries) from ``wheels/`` only."""
+    want = manifest["versions"]["prefpred"]
+    have = _installed_version()
+    if have == want and not force:
+        return
+    wheel = HERE / "wheels" / manifest["prefpred_wheel"]
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links",
+           str(HERE / "wheels"), "--quiet", "--disable-pip-version-check", str(wheel)]
+    print(f"prefpred bundle: installing prefpred {want} from {HERE / 'wheels'} "
+          f"(found {have or 'none'}), no index", file=sys.stderr)
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        sys.exit(f"prefpred bundle: pip install from {HERE / 'wheels'} failed (exit "
+                 f"{proc.returncode}); is this the Python the bundle was built for "
+                 f"({manifest['versions']['python']})?")
+
+
+def find_test(root: Path) -> Path:
+    """The one ``test.csv`` under ``root`` (the competition's input folder)."""
+    found = sorted(p for p in root.rglob("test.csv") if HERE not in p.parents)
+    if len(found) != 1:
+        listed = ", ".join(str(p) for p in found[:5]) or "none"
+        sys.exit(f"prefpred bundle: expected one test.csv under {root}, found {len(found)} "
+                 f"({listed}); pass --test PATH")
+    return found[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--test", type=Path, help="the test file (default: the one test.csv "
+                        "under --input)")
+    parser.add_argument("--input", type=Path, default=Path("/kaggle/input"),
+                        help="where to look for test.csv (default /kaggle/input)")
+    parser.add_argument("--out", type=Path, help="the submission (default "
+                        "/kaggle/working/submission.csv, or ./submission.csv off Kaggle)")
+    parser.add_argument("--no-install", action="store_true",
+                        help="use the prefpred already installed")
+    parser.add_argument("--verify", action="store_true",
+                        help="check every bundle file against the manifest first")
+    args, rest = parser.parse_known_args(argv)
+    manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))
+    if not args.no_install:
+        install(manifest)
+    test = args.test or find_test(args.input)
+    out = args.out or (Path("/kaggle/working/submission.csv") if Path("/kaggle/working").is_dir()
+                       else Path("submission.csv"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    prefix = [sys.executable, "-m", "prefpred.cli"]
+    if args.verify:
+        proc = subprocess.run([*prefix, "bundle", "verify", str(HERE)], env=env)
+        if proc.returncode != 0:
+            return proc.returncode
+    cmd = [*prefix, "predict", str(HERE / "pipeline"), "--test", str(test), "--out", str(out),
+           *rest]
+    return subprocess.run(cmd, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

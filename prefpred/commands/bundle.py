@@ -1,0 +1,51 @@
+"""``prefpred bundle RUN_DIR --out DIR`` writes an offline bundle of a run's fitted pipeline;
+``prefpred bundle verify DIR`` checks one against its manifest (see :mod:`prefpred.bundle`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bundle")(bundle_command)
+
+
+def bundle_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished `prefpred run` folder (its "
+                                            "pipeline.json), or `verify`.")],
+    bundle_dir: Annotated[Path | None, typer.Argument(help="With `verify`: the bundle to "
+                                                      "check.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The bundle folder to write "
+                                             "(new, or a bundle it replaces).")] = None,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="A platform profile: a file of `name==version` lines the target "
+        "image already has (their wheels are left out), or a bundled name: kaggle-gpu.")] = None,
+    all_deps: Annotated[bool, typer.Option("--all-deps", help="Ship every dependency's wheel, "
+                                           "whatever the profile says.")] = False,
+    include_weights: Annotated[bool, typer.Option(
+        "--include-weights/--no-weights", help="Copy a local backbone folder that LoRA or "
+        "frozen models build on into the bundle.")] = True,
+    wheels_from: Annotated[Path | None, typer.Option(
+        "--wheels-from", help="A folder of wheels to ship instead of repacking the installed "
+        "ones (e.g. `pip download` for another Python or platform).")] = None,
+) -> None:
+    """Bundle a run's fitted pipeline, wheels and an entry point for an offline notebook."""
+    from prefpred.bundle import build_bundle, verify_bundle
+    from prefpred.errors import ConfigError
+
+    if run_dir.parts == ("verify",) and bundle_dir is not None:
+        manifest = verify_bundle(bundle_dir)
+        typer.echo(f"{bundle_dir}: {len(manifest['files'])} files match the manifest "
+                   f"(prefpred {manifest['versions']['prefpred']}, Python "
+                   f"{manifest['versions']['python']})")
+        return
+    if bundle_dir is not None:
+        raise ConfigError("prefpred bundle takes one run folder and --out (or: prefpred "
+                          "bundle verify DIR)")
+    if out is None:
+        raise ConfigError("prefpred bundle RUN_DIR needs --out BUNDLE_DIR")
+    build_bundle(run_dir, out, profile=profile, all_deps=all_deps,
+                 include_weights=include_weights, wheels_from=wheels_from, say=typer.echo)
