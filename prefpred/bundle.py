@@ -26,7 +26,6 @@ import base64
 import hashlib
 import importlib.metadata as md
 import json
-import os
 import platform
 import re
 import shutil
@@ -290,10 +289,9 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | 
                           "empty or new folder")
     Predictor.load(run_dir)  # every part loads before anything is written
     prof = read_profile(profile)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    from prefpred.io import atomic_dir, git_commit
+
+    with atomic_dir(out) as tmp:
         copied = _copy_pipeline(run_dir, tmp / "pipeline", include_weights)
         wheels = tmp / "wheels"
         wheels.mkdir()
@@ -325,8 +323,6 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | 
         versions = {"prefpred": __version__, "python": platform.python_version(),
                     "implementation": sys.implementation.name, "platform": platform.machine(),
                     "system": platform.system()}
-        from prefpred.io import git_commit
-
         manifest = {
             "kind": "prefpred-bundle", "format": BUNDLE_FORMAT, "versions": versions,
             "git_commit": git_commit(Path(__file__).parent),
@@ -341,16 +337,6 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | 
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                     encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     say(f"bundle: {out} ({size / 1e6:.1f} MB; {len(shipped) + 1} wheels; the platform "
         f"provides {len(needed.provided)} packages)")
@@ -365,17 +351,13 @@ def _files(folder: Path) -> dict[str, dict[str, int | str]]:
 def verify_bundle(folder: str | Path) -> dict:
     """Check every file of a bundle against its manifest: none missing, changed or added.
     Returns the manifest; a mismatch is a one-line :class:`DataError` naming the files."""
+    from prefpred.io import read_json_header
+
     folder = Path(folder)
-    file = folder / MANIFEST
-    if not file.is_file():
-        raise DataError(f"not a prefpred bundle (no {MANIFEST})", file=folder)
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"unreadable manifest ({err})", file=file) from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != "prefpred-bundle" or \
-            manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
-        raise DataError(f"not a prefpred bundle manifest of format {BUNDLE_FORMAT}", file=file)
+    manifest = read_json_header(folder, MANIFEST, "prefpred-bundle", BUNDLE_FORMAT,
+                                "prefpred bundle")
+    if not isinstance(manifest.get("files"), dict):
+        raise DataError("the manifest lists no files", file=folder / MANIFEST, column="files")
     actual = _files(folder)
     expected = manifest["files"]
     problems = []

@@ -78,6 +78,50 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A fresh folder beside ``path`` to fill; on success it replaces ``path`` (an old one is
+    moved aside first, then deleted), on failure it is removed and ``path`` is untouched."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json_header(folder: str | Path, name: str, kind: str, version: int,
+                     what: str) -> dict[str, Any]:
+    """``folder/name`` read as a JSON object whose ``kind`` and ``format`` are the given ones,
+    or a one-line :class:`DataError` (not there, not JSON, another kind or format)."""
+    from prefpred.errors import DataError
+
+    folder = Path(folder)
+    file = folder / name
+    if not file.is_file():
+        raise DataError(f"not a {what} (no {name})", file=folder)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"not a {what} ({err})", file=file) from None
+    if not isinstance(data, dict) or data.get("kind") != kind or data.get("format") != version:
+        raise DataError(f"not a {what} of format {version}", file=file)
+    return data
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

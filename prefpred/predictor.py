@@ -10,7 +10,6 @@ its paths stay inside the folder.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,19 +53,13 @@ def read_pipeline(folder: str | Path) -> dict[str, Any]:
     """The checked ``pipeline.json`` of a pipeline folder (kind, format, class order, feature
     version, base model entries; every path it names stays inside the folder)."""
     from prefpred.features import FEATURE_VERSION
+    from prefpred.io import read_json_header
     from prefpred.labels import CLASSES
 
     folder = Path(folder)
     file = folder / PIPELINE_FILE
-    if not file.is_file():
-        raise DataError(f"not a prefpred pipeline (no {PIPELINE_FILE})", file=folder)
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"not a prefpred pipeline ({err})", file=file) from None
-    if not isinstance(data, dict) or data.get("kind") != "prefpred-pipeline" or \
-            data.get("format") != PIPELINE_FORMAT:
-        raise DataError(f"not a prefpred pipeline of format {PIPELINE_FORMAT}", file=file)
+    data = read_json_header(folder, PIPELINE_FILE, "prefpred-pipeline", PIPELINE_FORMAT,
+                            "prefpred pipeline")
     if data.get("classes") != list(CLASSES):
         raise DataError(f"class order {data.get('classes')} is not {list(CLASSES)}",
                         file=file, column="classes")

@@ -20,6 +20,25 @@ PANDALM = DATA / "pandalm" / "testset-v1.json"
 LLMEVAL2 = DATA / "llmeval2" / "LLMEval2_benchmark.jsonl"
 
 
+def kaggle_files(base: Path, n_train: int, n_test: int, backbone: bool = False) -> dict:
+    """The first ``n_train`` Kaggle sample rows as ``base/train.csv``, the next ``n_test``
+    without labels as ``base/test.csv`` and, with ``backbone``, a tiny random Llama whose
+    tokenizer learnt from the responses (``base/tiny-llama``)."""
+    import polars as pl
+
+    raw = pl.read_csv(KAGGLE, infer_schema=False)
+    raw.head(n_train).write_csv(base / "train.csv")
+    raw.slice(n_train, n_test).drop(["winner_model_a", "winner_model_b", "winner_tie"]) \
+        .write_csv(base / "test.csv")
+    out = {"base": base, "train": base / "train.csv", "test": base / "test.csv"}
+    if backbone:
+        from prefpred.testing import tiny_backbone
+
+        out["model"] = tiny_backbone("llama", base / "tiny-llama",
+                                     texts=raw["response_a"].head(100).to_list())
+    return out
+
+
 @dataclass
 class CliResult:
     code: int

@@ -25,14 +25,9 @@ def _bench(name: str = "bench_backbone_gpu"):
     return bench
 
 
+@pytest.mark.usefixtures("torch_one_thread")
 def test_gpu_benchmark_smoke_runs_on_cpu():
-    bench = _bench()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        results = bench.main(["--smoke", "--no-record", "--pairs", "8"])
-    finally:
-        torch.set_num_threads(before)
+    results = _bench().main(["--smoke", "--no-record", "--pairs", "8"])
     assert [r["model"] for r in results] == ["gemma2-9b (smoke)", "llama3-8b (smoke)"]
     for r in results:
         assert r["budget_tok_s"] > 0 and r["padded_tok_s"] > 0 and r["lora_steps_s"] > 0
@@ -40,15 +35,10 @@ def test_gpu_benchmark_smoke_runs_on_cpu():
         assert math.isfinite(r["projected_25k_min"]) and r["projected_25k_min"] > 0
 
 
+@pytest.mark.usefixtures("torch_one_thread")
 def test_gpu_inference_benchmark_smoke_runs_on_cpu():
     """The bundle-path inference benchmark: every precision x worker setting predicts."""
-    bench = _bench("bench_inference_gpu")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rows = bench.main(["--smoke", "--no-record", "--pairs", "8"])
-    finally:
-        torch.set_num_threads(before)
+    rows = _bench("bench_inference_gpu").main(["--smoke", "--no-record", "--pairs", "8"])
     assert [(r["precision"], r["workers"]) for r in rows] == [
         ("fp32", 1), ("fp32", 2), ("fp16", 1), ("fp16", 2)]
     for r in rows:

@@ -6,9 +6,7 @@ import json
 
 import polars as pl
 import pytest
-from conftest import KAGGLE
-
-from prefpred.testing import tiny_backbone
+from conftest import kaggle_files
 
 TINY = ["--param", "max_length=96", "--param", "train_tokens=1536", "--param", "progress=false",
         "--param", "max_steps=2", "--param", "checkpoint_every=1"]
@@ -19,14 +17,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cli")
-    raw = pl.read_csv(KAGGLE, infer_schema=False)
-    raw.head(48).write_csv(base / "train.csv")
-    raw.slice(48, 12).drop(["winner_model_a", "winner_model_b", "winner_tie"]).write_csv(
-        base / "test.csv")
-    model = tiny_backbone("llama", base / "tiny-llama",
-                          texts=raw["response_a"].head(100).to_list())
-    return {"train": base / "train.csv", "test": base / "test.csv", "model": model}
+    return kaggle_files(tmp_path_factory.mktemp("cli"), 48, 12, backbone=True)
 
 
 def test_cv_with_a_tiny_backbone_writes_out_of_fold_logits(cli, tmp_path, files):

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import KAGGLE
+from conftest import kaggle_files
 
 from prefpred.bundle import build_bundle, canonical, read_profile, verify_bundle
 from prefpred.errors import ConfigError, DataError
 from prefpred.predictor import Predictor
 from prefpred.run import run
-from prefpred.testing import platform_venv, tiny_backbone
+from prefpred.testing import platform_venv
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -65,15 +65,7 @@ method = "ENSEMBLE"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    base = tmp_path_factory.mktemp("bundle")
-    raw = pl.read_csv(KAGGLE, infer_schema=False)
-    raw.head(80).write_csv(base / "train.csv")
-    raw.slice(80, 16).drop(["winner_model_a", "winner_model_b", "winner_tie"]).write_csv(
-        base / "test.csv")
-    model = tiny_backbone("llama", base / "tiny-llama",
-                          texts=raw["response_a"].head(100).to_list())
-    return {"base": base, "train": base / "train.csv", "test": base / "test.csv",
-            "model": model}
+    return kaggle_files(tmp_path_factory.mktemp("bundle"), 80, 16, backbone=True)
 
 
 def _run(data, name: str, ensemble: str = "refit", extra: str = ""):

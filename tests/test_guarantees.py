@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import KAGGLE, PROJECT_ROOT
+from conftest import KAGGLE, PROJECT_ROOT, kaggle_files
 
 COMP = "lmsys-chatbot-arena"
 
@@ -37,11 +37,7 @@ def _one_line(res, *fragments: str) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A small labelled Kaggle train file, a test file, a scores file and a fitted tie model."""
-    base = tmp_path_factory.mktemp("guarantees")
-    raw = pl.read_csv(KAGGLE, infer_schema=False)
-    raw.head(120).write_csv(base / "train.csv")
-    raw.slice(120, 20).drop(["winner_model_a", "winner_model_b", "winner_tie"]).write_csv(
-        base / "test.csv")
+    base = kaggle_files(tmp_path_factory.mktemp("guarantees"), 120, 20)["base"]
     rng = np.random.default_rng(0)
     n = 300
     margin = rng.normal(size=n)

@@ -125,44 +125,29 @@ def save_model(model: PreferenceModel, name: str, folder: str | Path) -> Path:
     """Write a fitted registered model to ``folder`` (replacing what is there): its parameters
     in ``model.json`` and its learned state in the files its ``save_state`` writes. Written
     under a temporary name and renamed into place."""
-    import os
-    import shutil
+    from prefpred.io import atomic_dir
 
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_state(tmp)
         write_model_info(tmp, name, model.get_params())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def load_model(folder: str | Path, **overrides: Any) -> PreferenceModel:
     """A model saved by :func:`save_model`, ready to predict. Its parameters pass the model's
     schema like any other; ``overrides`` change run-time parameters (where and how to predict).
     A folder that is not a saved model, or whose files do not load, is a one-line error."""
-    import json
     import zipfile
 
     from prefpred.errors import DataError
+    from prefpred.io import read_json_header
 
     folder = Path(folder)
     file = folder / MODEL_FILE
-    if not file.is_file():
-        raise DataError(f"not a saved prefpred model (no {MODEL_FILE})", file=folder)
-    try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"not a saved prefpred model ({err})", file=file) from None
-    if not isinstance(info, dict) or info.get("kind") != "prefpred-model" or \
-            info.get("format") != MODEL_FORMAT or not isinstance(info.get("params"), dict):
-        raise DataError(f"not a saved prefpred model of format {MODEL_FORMAT}", file=file)
+    info = read_json_header(folder, MODEL_FILE, "prefpred-model", MODEL_FORMAT,
+                            "saved prefpred model")
+    if not isinstance(info.get("params"), dict):
+        raise DataError("a saved model needs its params", file=file, column="params")
     name = info.get("model")
     if name not in model_names():
         raise DataError(f"unknown model {name!r}", file=file, column="model")

@@ -17,13 +17,13 @@ written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from prefpred import __version__
 from prefpred.errors import ConfigError
+from prefpred.io import atomic_dir
 from prefpred.labels import CLASSES
 
 ARTIFACT_FORMAT = 1
@@ -43,19 +43,21 @@ RUNTIME_KEYS = ("infer_tokens", "infer_batch_rows", "swap_average", "device", "b
 
 def save_artifact(model, path: str | Path) -> Path:
     """Write a fitted :class:`BackboneModel` to ``path`` (replacing what is there)."""
-    from safetensors.torch import save_file
-
     net = model._net
     if net is None:
         raise RuntimeError("the model is not fitted")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    cfg = model.config
+    with atomic_dir(path) as tmp:
+        _write_artifact(model, net, tmp)
+    return path
+
+
+def _write_artifact(model, net, tmp: Path) -> None:
+    from safetensors.torch import save_file
+
     from prefpred.models.backbone.network import quiet_transformers
 
+    cfg = model.config
     with quiet_transformers():
         if cfg.finetune in ("lora", "qlora"):
             net.backbone.save_pretrained(tmp / "adapter")
@@ -78,15 +80,6 @@ def save_artifact(model, path: str | Path) -> Path:
         "weights_digest": model.weights_digest,
     }
     (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-    if path.exists():
-        old = path.with_name(f".{path.name}.old{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
-    return path
 
 
 def read_artifact_info(path: str | Path) -> dict[str, Any]:
@@ -143,8 +136,6 @@ def average_artifacts(paths: list[Path], out: str | Path) -> Path:
     the tokenizer and config are the first artifact's. Fold models trained from the same seed
     start from the same adapter initialisation, which keeps their matrices aligned; the
     out-of-fold estimate is the fold models', not the average's (the report says so)."""
-    import torch
-    from safetensors.torch import load_file, save_file
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
@@ -159,9 +150,16 @@ def average_artifacts(paths: list[Path], out: str | Path) -> Path:
         if info["backbone"] != first["backbone"]:
             raise ConfigError(f"{path}: another backbone than {paths[0]}'s: not averageable")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(paths[0], tmp)
+    with atomic_dir(out) as tmp:
+        shutil.copytree(paths[0], tmp, dirs_exist_ok=True)
+        _average_into(tmp, paths, first)
+    return out
+
+
+def _average_into(tmp: Path, paths: list[Path], first: dict[str, Any]) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
     files = sorted(f.relative_to(paths[0]) for f in paths[0].rglob("*.safetensors"))
     for rel in files:
         states = []
@@ -179,11 +177,6 @@ def average_artifacts(paths: list[Path], out: str | Path) -> Path:
         save_file(mean, str(tmp / rel))
     info = {**first, "averaged_from": len(paths), "weights_digest": None}
     (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
-    return out
 
 
 def average_saved_models(dirs: list[Path], out: str | Path) -> Path:
@@ -192,16 +185,8 @@ def average_saved_models(dirs: list[Path], out: str | Path) -> Path:
     from prefpred.models.base import MODEL_FILE, write_model_info
 
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.avg{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         average_artifacts([Path(d) / "artifact" for d in dirs], tmp / "artifact")
         info = json.loads((Path(dirs[0]) / MODEL_FILE).read_text(encoding="utf-8"))
         write_model_info(tmp, info["model"], info["params"])
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
