@@ -10,6 +10,7 @@ its paths stay inside the folder.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,69 @@ class Predictor:
         from prefpred.probabilities import softmax
 
         return softmax(self.predict_logits(table))
+
+
+def assemble_pipeline(folder: str | Path, models: list[tuple[str, Path]], *,
+                      competition: str, stacker: Path | None = None,
+                      calibrator: Path | None = None) -> Path:
+    """A pipeline folder from separately saved parts: ``models`` as (label, folder) pairs (a
+    saved model, or a bare backbone artifact as ``prefpred cv`` / ``fit`` leave them; a label
+    given several times is a fold ensemble), a stacker and a calibrator file (none: the
+    uncalibrated output), and a competition (name or TOML). Every part is checked by loading
+    the assembled pipeline; the stacker must name exactly the labels given."""
+    import shutil
+
+    from prefpred.calibration import load_calibrator, make_calibrator
+    from prefpred.competitions import load_competition
+    from prefpred.io import safe_name
+    from prefpred.models.base import MODEL_FILE, write_model_info
+    from prefpred.stack import load_stacker
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, dict[str, Any]] = {}
+    for label, src in models:
+        label = safe_name(label, "--model label")
+        src = Path(src)
+        entry = entries.setdefault(label, {"label": label, "model": None, "dirs": []})
+        dest = folder / "models" / label / str(len(entry["dirs"]))
+        if (src / MODEL_FILE).is_file():
+            shutil.copytree(src, dest)
+            name = json.loads((src / MODEL_FILE).read_text(encoding="utf-8")).get("model")
+        elif (src / "prefpred_config.json").is_file():  # a bare backbone artifact
+            from prefpred.models.backbone.artifacts import read_artifact_info
+
+            params = read_artifact_info(src)["params"]
+            shutil.copytree(src, dest / "artifact")
+            write_model_info(dest, "backbone", params)
+            name = "backbone"
+        else:
+            raise DataError("neither a saved model (model.json) nor a backbone artifact "
+                            "(prefpred_config.json)", file=src)
+        if entry["model"] not in (None, name):
+            raise DataError(f"label {label!r} names both {entry['model']} and {name} models",
+                            file=src)
+        entry["model"] = name
+        entry["dirs"].append(dest.relative_to(folder).as_posix())
+    final = folder / "final"
+    final.mkdir(exist_ok=True)
+    stack_features = "none"
+    if stacker is not None:
+        fitted = load_stacker(stacker)
+        if sorted(fitted.models_ or []) != sorted(entries):
+            raise DataError(f"the stacker combines {fitted.models_}, not the models given "
+                            f"{sorted(entries)}", file=stacker)
+        stack_features = "length" if fitted.feature_names_ else "none"
+        shutil.copyfile(stacker, final / "stacker.json")
+    elif len(entries) != 1:
+        raise DataError(f"{len(entries)} base models need a stacker (--stacker)", file=folder)
+    (load_calibrator(calibrator) if calibrator is not None else make_calibrator("none")).save(
+        final / "calibrator.json")
+    comp = load_competition(competition)
+    shutil.copyfile(comp.file, final / "competition.toml")
+    write_pipeline(folder, base_models=list(entries.values()),
+                   stacker="final/stacker.json" if stacker is not None else None,
+                   stack_features=stack_features, calibrator="final/calibrator.json",
+                   competition="final/competition.toml", info={"assembled": True})
+    Predictor.load(folder)
+    return folder

@@ -236,6 +236,38 @@ def test_bundle_refuses_bad_targets(refit_run, tmp_path, cli):
     assert not (tmp_path / "b").exists() and not (refit_run / "b").exists()
 
 
+def test_a_bundle_of_separately_saved_parts_predicts_like_the_run(refit_run, data, tmp_path,
+                                                                  cli):
+    models = refit_run / "models"
+    res = cli("bundle", "--model", f"lgbm={models / 'lgbm'}", "--model",
+              f"tfidf={models / 'tfidf'}", "--model",
+              f"backbone={models / 'backbone' / 'artifact'}",  # a bare backbone artifact
+              "--model", f"minilm={models / 'minilm'}",
+              "--stacker", refit_run / "final" / "stacker.json",
+              "--calibrator", refit_run / "final" / "calibrator.json",
+              "--competition", "lmsys-chatbot-arena", "--profile",
+              _profile_without(tmp_path, "gguf"), "--out", tmp_path / "parts")
+    assert res.code == 0, res.err
+    verify_bundle(tmp_path / "parts")
+    out = tmp_path / "sub.csv"
+    assert cli("predict", tmp_path / "parts" / "pipeline", "--test", data["test"], "--out",
+               out).code == 0
+    np.testing.assert_allclose(_proba(out), _proba(refit_run / "submission.csv"), atol=2e-6)
+    # parts that do not fit together are refused, naming what is wrong
+    for args, message in (
+            (["--model", f"lgbm={models / 'lgbm'}", "--stacker",
+              refit_run / "final" / "stacker.json"], "the stacker combines"),
+            (["--model", f"lgbm={models / 'lgbm'}", "--model", f"tfidf={models / 'tfidf'}"],
+             "need a stacker"),
+            (["--model", f"lgbm={tmp_path}"], "neither a saved model"),
+            (["--model", "lgbm"], "LABEL=FOLDER"),
+            ([refit_run, "--model", f"lgbm={models / 'lgbm'}"], "not both")):
+        res = cli("bundle", *args, "--competition", "lmsys-chatbot-arena", "--out",
+                  tmp_path / "bad")
+        assert res.code != 0 and message in res.err, (args, res.err)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_profiles_read_and_refuse_bad_lines(tmp_path):
     assert read_profile("kaggle-gpu")["torch"]
     bad = tmp_path / "p.txt"
