@@ -114,16 +114,46 @@ def _base_model(cfg, comp, train, test, spec, say) -> tuple[Path, np.ndarray, li
                              cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say,
                              label=spec.label, save_to=saved)
         return res.run_dir, logits, [saved]
-    t0 = time.perf_counter()
+    from prefpred.io import file_sha256, write_json_atomic
+    from prefpred.models.base import MODEL_FILE
+    from prefpred.stages import cached_logits
+
     dirs = [res.run_dir / f"fold_{k}_model" for k in sorted(set(res.folds.tolist()))]
     if cfg.average_weights and spec.name == "backbone":
         from prefpred.models.backbone.artifacts import average_saved_models
 
-        dirs = [average_saved_models(dirs, cfg.out_dir / "models" / spec.label)]
-    logits = np.mean([load_model(d).predict_logits(test) for d in dirs], axis=0)
-    say(f"{spec.label}: {len(dirs)} fold model(s) predicted {len(test)} test rows "
-        f"({time.perf_counter() - t0:.0f} s)")
+        averaged = cfg.out_dir / "models" / spec.label
+        sources = {str(d): file_sha256(d / MODEL_FILE) for d in dirs}
+        if _read_sources(averaged) != sources:
+            average_saved_models(dirs, averaged)
+            write_json_atomic(averaged.with_name(f"{spec.label}.sources.json"), sources)
+        dirs = [averaged]
+
+    def compute() -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = np.mean([load_model(d).predict_logits(test) for d in dirs], axis=0)
+        say(f"{spec.label}: {len(dirs)} fold model(s) predicted {len(test)} test rows "
+            f"({time.perf_counter() - t0:.0f} s)")
+        return logits
+
+    key = {"models": {str(d): file_sha256(Path(d) / MODEL_FILE) for d in dirs},
+           "test": test.fingerprint()}
+    logits = cached_logits(cfg.out_dir / "test" / f"{spec.label}.folds.parquet", key, test,
+                           compute, say=say, label=spec.label)
     return res.run_dir, logits, dirs
+
+
+def _read_sources(averaged: Path) -> dict | None:
+    """The fold models an averaged model was made from (None: none recorded, or no model)."""
+    from prefpred.models.base import MODEL_FILE
+
+    file = averaged.with_name(f"{averaged.name}.sources.json")
+    if not (averaged / MODEL_FILE).is_file() or not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
 
 
 def _base_model_job(args) -> tuple[Path, np.ndarray, list[Path], list[str]]:

@@ -199,9 +199,34 @@ def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
     label = label or model
     key = {"model": model, "params": params, "train": train.fingerprint(),
            "test": test.fingerprint()}
-    key_file = cache.with_suffix(".key.json") if cache is not None else None
+
+    def compute() -> np.ndarray:
+        t0 = time.perf_counter()
+        check_label_mix(train.require_labels("training"),
+                        f"{train.origin or 'the training data'}: training")
+        m = build_model(model, params)
+        set_work_dir(m, work_dir)
+        m.fit(train)
+        logits = check_logits(m.predict_logits(test), len(test), label)
+        if save_to is not None:
+            save_model(m, model, save_to)
+        if say is not None:
+            say(f"{label}: refitted on all {len(train)} rows, predicted {len(test)} test rows "
+                f"({time.perf_counter() - t0:.0f} s)")
+        return logits
+
     saved = save_to is None or (save_to / MODEL_FILE).is_file()
-    if saved and cache is not None and cache.exists() and key_file.exists() and read_back(
+    return cached_logits(cache, key, test, compute, say=say, label=label, reuse=saved)
+
+
+def cached_logits(cache: Path | None, key: dict[str, Any], test: PreferenceTable,
+                  compute: Callable[[], np.ndarray], *, say: Callable[[str], None] | None = None,
+                  label: str = "model", reuse: bool = True) -> np.ndarray:
+    """``compute()``'s logits on ``test``, or (``reuse``) the ones ``cache`` (a ``.parquet``
+    path, with ``key`` in a file beside it) holds for the same key and test ids (checked like
+    any read back); what is computed is written there."""
+    key_file = cache.with_suffix(".key.json") if cache is not None else None
+    if reuse and cache is not None and cache.exists() and key_file.exists() and read_back(
             key_file, _read_json, "the test-logit key") == json.loads(json.dumps(key, default=str)):
         frame = read_back(cache, pl.read_parquet, "the cached test logits",
                           check=lambda f: f["id"].to_list() == test.ids
@@ -210,24 +235,13 @@ def fit_predict(train: PreferenceTable, test: PreferenceTable, model: str,
             if say is not None:
                 say(f"{label}: test logits reused")
             return frame.select(LOGIT_COLUMNS).to_numpy()
-    t0 = time.perf_counter()
-    check_label_mix(train.require_labels("training"),
-                    f"{train.origin or 'the training data'}: training")
-    m = build_model(model, params)
-    set_work_dir(m, work_dir)
-    m.fit(train)
-    logits = check_logits(m.predict_logits(test), len(test), label)
-    if save_to is not None:
-        save_model(m, model, save_to)
+    logits = compute()
     if cache is not None:
         frame = pl.DataFrame({"id": test.ids}).with_columns(
             [pl.Series(c, logits[:, i]) for i, c in enumerate(LOGIT_COLUMNS)])
         with atomic_path(cache) as tmp:
             frame.write_parquet(tmp)
         write_json_atomic(key_file, key)
-    if say is not None:
-        say(f"{label}: refitted on all {len(train)} rows, predicted {len(test)} test rows "
-            f"({time.perf_counter() - t0:.0f} s)")
     return logits
 
 

@@ -68,14 +68,14 @@ def data(tmp_path_factory):
     return kaggle_files(tmp_path_factory.mktemp("bundle"), 80, 16, backbone=True)
 
 
-def _run(data, name: str, ensemble: str = "refit", extra: str = ""):
+def _run(data, name: str, ensemble: str = "refit", extra: str = "", say=lambda s: None):
     out = data["base"] / name
     text = (RUN.replace("PARAMS", TINY.replace("MODEL", str(data["model"])))
             .replace("NAME", name).replace("OUT", str(out)).replace("TRAIN", str(data["train"]))
             .replace("TEST", str(data["test"])).replace("ENSEMBLE", ensemble)) + extra
     cfg = data["base"] / f"{name}.toml"
     cfg.write_text(text)
-    run(cfg, progress=False, say=lambda s: None)
+    run(cfg, progress=False, say=say)
     return out
 
 
@@ -118,6 +118,9 @@ def test_a_fold_ensemble_averages_its_fold_models_logits(data):
     np.testing.assert_allclose(np.exp(predictor.predict_logits(table)), _proba(
         out / "submission.csv"), atol=2e-6)
     assert "fold ensemble" in (out / "report.html").read_text()
+    messages = []  # a re-run reuses the fold models' test logits
+    _run(data, "folds", "folds", say=messages.append)
+    assert {f"{m}: test logits reused" for m in ("lgbm", "tfidf", "backbone")} <= set(messages)
 
 
 def test_weight_averaging_gives_one_loadable_backbone(data):
@@ -140,6 +143,11 @@ def test_weight_averaging_gives_one_loadable_backbone(data):
 
     table = load_competition("lmsys-chatbot-arena").load_test(data["test"])
     assert np.isfinite(predictor.base_logits(table)["backbone"]).all()
+    stamp = (out / entry["dirs"][0] / "model.json").stat().st_mtime_ns
+    messages = []  # a re-run neither averages again nor predicts again
+    _run(data, "averaged", "folds", "average_weights = true\n", say=messages.append)
+    assert (out / entry["dirs"][0] / "model.json").stat().st_mtime_ns == stamp
+    assert "backbone: test logits reused" in messages
 
 
 def test_a_bad_ensemble_config_is_refused(data, tmp_path):
