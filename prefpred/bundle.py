@@ -84,13 +84,35 @@ class Needed:
     replaced: list[str] = field(default_factory=list)  # profile versions that do not satisfy
 
 
-def dependency_closure(root: str, profile: dict[str, str | None], *, all_deps: bool = False,
-                       skip: tuple[str, ...] = ()) -> Needed:
+def dependency_closure(root: str, profile: dict[str, str | None], *,
+                       all_deps: bool = False) -> Needed:
     """Every installed distribution ``root`` needs at run time (requirements whose markers hold
     here, extras followed), except those the profile provides in a version that satisfies
-    every requirement on it (``all_deps``: none is left out). ``skip``: never shipped."""
-    from packaging.requirements import Requirement
+    every requirement on it, from whichever package (``all_deps``: none is left out)."""
+    needed, specs = _closure(root, {} if all_deps else profile)
+    for dep in sorted(d for d in needed.dists if d in profile and not all_deps):
+        needed.replaced.append(f"{dep}=={profile[dep]} (needs "
+                               f"{', '.join(str(s) for s in specs[dep] if str(s)) or 'any'})")
+    return needed
+
+
+def _satisfies(version: str | None, specifiers: list) -> bool:
+    """Whether a profile's version (None: any) meets every requirement specifier."""
     from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        return True
+    try:
+        return all(s.contains(Version(version), prereleases=True) for s in specifiers)
+    except InvalidVersion:
+        return False
+
+
+def _closure(root: str, profile: dict[str, str | None]) -> tuple[Needed, dict[str, list]]:
+    """One walk of the requirements from ``root``. A profile package is taken as provided (and
+    not walked into) while its version satisfies every requirement seen on it; the first one
+    it does not satisfy ships it instead."""
+    from packaging.requirements import Requirement
 
     needed = Needed()
     specs: dict[str, list] = {}
@@ -102,29 +124,17 @@ def dependency_closure(root: str, profile: dict[str, str | None], *, all_deps: b
         if key in seen:
             continue
         seen.add(key)
-        dist = md.distribution(name)
-        for text in dist.requires or ():
+        for text in md.distribution(name).requires or ():
             req = Requirement(text)
             envs = [{"extra": e} for e in extras] or [{"extra": ""}]
             if req.marker is not None and not any(req.marker.evaluate(env) for env in envs):
                 continue
             dep = canonical(req.name)
             specs.setdefault(dep, []).append(req.specifier)
-            if dep in skip:
+            if dep in profile and dep not in needed.dists and _satisfies(profile[dep],
+                                                                          specs[dep]):
+                needed.provided[dep] = profile[dep] or "any"
                 continue
-            if not all_deps and dep in profile:
-                version = profile[dep]
-                ok = version is None
-                if version is not None:
-                    try:
-                        ok = all(s.contains(Version(version), prereleases=True)
-                                 for s in specs[dep])
-                    except InvalidVersion:
-                        ok = False
-                if ok:
-                    needed.provided[dep] = version or "any"
-                    continue
-                needed.replaced.append(f"{dep}=={version} (needs {req.specifier})")
             try:
                 dep_dist = md.distribution(req.name)
             except md.PackageNotFoundError:
@@ -133,7 +143,7 @@ def dependency_closure(root: str, profile: dict[str, str | None], *, all_deps: b
             needed.dists[dep] = dep_dist
             needed.provided.pop(dep, None)
             todo.append((req.name, set(req.extras)))
-    return needed
+    return needed, specs
 
 
 # ---------------------------------------------------------------------------- wheels

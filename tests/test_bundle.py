@@ -336,3 +336,31 @@ def test_the_entry_point_finds_one_test_file(tmp_path, bundle):
     finally:
         sys.path.remove(str(bundle))
         sys.modules.pop("predict", None)
+
+
+def test_a_profile_version_any_requirement_rejects_is_shipped(monkeypatch):
+    from prefpred import bundle
+    from prefpred.bundle import dependency_closure
+
+    numpy = md.version("numpy")
+    # numpy is required by prefpred (>=1.26) and by packages deeper in the walk; a version
+    # that only prefpred's own requirement sees would pass, one below 1.26 never does
+    ok = dependency_closure("prefpred", {"numpy": numpy, "torch": None})
+    assert ok.provided["numpy"] == numpy and "numpy" not in ok.dists
+    assert "torch" not in ok.dists and ok.provided["torch"] == "any"
+    old = dependency_closure("prefpred", {"numpy": "1.20.0"})
+    assert "numpy" in old.dists and any(r.startswith("numpy==1.20.0") for r in old.replaced)
+    everything = dependency_closure("prefpred", {"numpy": numpy}, all_deps=True)
+    assert "numpy" in everything.dists and not everything.replaced
+
+    # a stricter requirement met later in the walk ships a package first taken as provided
+    class Dist:
+        def __init__(self, requires):
+            self.requires = requires
+
+    fake = {"root": Dist(["a", "b"]), "a": Dist([]), "b": Dist(["a>=2"])}
+    monkeypatch.setattr(bundle.md, "distribution", lambda name: fake[name])
+    late = dependency_closure("root", {"a": "1.0"})
+    assert set(late.dists) == {"a", "b"} and "a" not in late.provided
+    assert late.replaced == ["a==1.0 (needs >=2)"]
+    assert set(dependency_closure("root", {"a": "2.1"}).dists) == {"b"}

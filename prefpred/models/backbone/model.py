@@ -111,9 +111,15 @@ class BackboneModel:
         if self._net is None:
             raise RuntimeError("BackboneModel is not fitted (call fit, or BackboneModel.load)")
         cfg = self.config
-        workers = self._workers()
+        frozen = cfg.finetune == "frozen"  # cached embeddings + head: one worker, no plan
+        workers = [(self._net, self._device)] if frozen else self._workers()
         swap, max_length = cfg.swap_average, cfg.max_length
-        if cfg.time_budget is not None and cfg.finetune != "frozen":
+        if cfg.time_budget is not None and frozen:
+            from prefpred.errors import notice
+
+            notice("time_budget plans fine-tuned backbones only: a frozen one embeds each "
+                   "text once (cached), so it is not planned")
+        elif cfg.time_budget is not None:
             from prefpred.models.backbone.budget import fit_budget
 
             swap, max_length = fit_budget(self, table, workers)
@@ -121,7 +127,7 @@ class BackboneModel:
         def one_side(t: PreferenceTable, on: list | None = None) -> np.ndarray:
             return self._predict_one_side(t, on or workers, max_length)
 
-        if swap and cfg.split == "sides" and len(workers) == 2 and cfg.finetune != "frozen":
+        if swap and cfg.split == "sides" and len(workers) == 2:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(2) as pool:  # the swapped copy on the second device
