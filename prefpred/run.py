@@ -206,9 +206,11 @@ def _write_pipeline(cfg, sub_comp, model_dirs, stacker, calibrator, info) -> Non
     from prefpred.io import write_text_atomic
 
     write_text_atomic(final / "competition.toml", Path(sub_comp.file).read_text("utf-8"))
+    # without a stacker the final model is one base model: the pipeline holds only that one
+    chosen = [m for m in cfg.models if stacker is not None or m.label == info["final_model"]]
     base = [{"label": m.label, "model": m.name,
              "dirs": [str(Path(d).relative_to(cfg.out_dir)) for d in model_dirs[m.label]]}
-            for m in cfg.models]
+            for m in chosen]
     write_pipeline(cfg.out_dir, base_models=base,
                    stacker="final/stacker.json" if stacker is not None else None,
                    stack_features=cfg.stack_features, calibrator="final/calibrator.json",

@@ -128,6 +128,23 @@ report = "{tmp_path / 'report.html'}"
     assert np.allclose(p.sum(1), 1) and (tmp_path / "report.html").exists()
 
 
+def test_without_a_stacker_the_pipeline_holds_the_chosen_model(tmp_path, cli):
+    test = tmp_path / "test.csv"
+    pl.read_csv(KAGGLE, infer_schema=False).head(30).select(
+        "id", "prompt", "response_a", "response_b").write_csv(test)
+    body = BASE.replace("[data.holdout]\nfraction = 0.2\n", f'[data]\ntest = "{test}"\n') \
+        .replace('method = "auto"\ncandidates = ["blend", "logistic"]', 'method = "none"')
+    res = run(_config(tmp_path, body), progress=False, say=lambda s: None)
+    final = res.final_method.split(" + ")[0]
+    pipeline = json.loads((tmp_path / "out" / "pipeline.json").read_text())
+    assert [e["label"] for e in pipeline["base_models"]] == [final]
+    assert pipeline["stacker"] is None
+    assert cli("predict", tmp_path / "out", "--test", test, "--out", tmp_path / "p.csv").code == 0
+    cols = ["winner_model_a", "winner_model_b", "winner_tie"]
+    np.testing.assert_allclose(pl.read_csv(tmp_path / "p.csv").select(cols).to_numpy(),
+                               pl.read_csv(res.submission).select(cols).to_numpy(), atol=2e-6)
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda s: s.replace('name = "prior"\n\n[[models]]', 'name = "nope"\n\n[[models]]'),
      "unknown model 'nope'"),
