@@ -282,8 +282,10 @@ def _bundled_backbone_packages(pipeline: Path) -> list[str]:
 
 def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | None = None,
                  all_deps: bool = False, include_weights: bool = True,
-                 wheels_from: str | Path | None = None, say=print) -> Path:
-    """Write the bundle of the fitted pipeline in ``run_dir`` to ``out`` (see the module)."""
+                 wheels_from: str | Path | None = None, say=print,
+                 checked: bool = False) -> Path:
+    """Write the bundle of the fitted pipeline in ``run_dir`` to ``out`` (see the module);
+    ``checked``: the pipeline was just loaded whole by the caller, do not load it again."""
     from prefpred import __version__
     from prefpred.io import check_output
     from prefpred.predictor import Predictor
@@ -297,7 +299,10 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, profile: str | Path | 
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ConfigError(f"--out {out}: a folder that is not a bundle is there; choose an "
                           "empty or new folder")
-    Predictor.load(run_dir)  # every part loads before anything is written
+    if wheels_from is not None and not Path(wheels_from).is_dir():
+        raise ConfigError(f"--wheels-from {wheels_from}: not a folder of wheels")
+    if not checked:  # every part loads before anything is written
+        Predictor.load(run_dir)
     prof = read_profile(profile)
     from prefpred.io import atomic_dir, git_commit
 

@@ -83,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true",
                         help="check every bundle file against the manifest first")
     args, rest = parser.parse_known_args(argv)
-    manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest.get("install"), dict) or not all(
+                isinstance(v, str) for v in manifest["install"].values()):
+            raise ValueError("no 'install' table of package versions")
+        manifest["versions"]["python"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        sys.exit(f"prefpred bundle: {HERE / 'manifest.json'}: not a bundle manifest ({err}); "
+                 "`prefpred bundle verify` says what changed")
     if not args.no_install:
         install(manifest)
     if args.install_only:

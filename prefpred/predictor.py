@@ -114,6 +114,10 @@ class Predictor:
         file = folder / PIPELINE_FILE
         data = read_pipeline(folder)
         base: dict[str, list[Any]] = {}
+        if overrides and not any(e.get("model") == "backbone" for e in data["base_models"]):
+            from prefpred.errors import notice
+
+            notice(f"{sorted(overrides)} apply to backbone models; this pipeline has none")
         for entry in data["base_models"]:
             runtime = overrides if entry.get("model") == "backbone" else {}
             if entry.get("backbone") and "backbone" not in runtime:  # base weights shipped

@@ -276,6 +276,57 @@ def test_a_bundle_of_separately_saved_parts_predicts_like_the_run(refit_run, dat
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("edit", [
+    lambda d: d.pop("calibrator"),
+    lambda d: d.update(stack_features=5),
+    lambda d: d.update(stacker=7),
+    lambda d: d.update(classes=["B", "A", "TIE"]),
+    lambda d: d["base_models"][0].update(dirs=["../../etc"]),
+    lambda d: d["base_models"][0].update(backbone=3),
+    lambda d: d["base_models"].pop(),  # a stacker over models that are not there
+    lambda d: d.update(format="1"),
+])
+def test_a_hand_edited_pipeline_is_one_line(refit_run, data, tmp_path, cli, edit):
+    import shutil
+
+    copy = tmp_path / "run"
+    for part in ("models", "final", "pipeline.json"):
+        (shutil.copytree if (refit_run / part).is_dir() else shutil.copy)(refit_run / part,
+                                                                        copy / part)
+    pipeline = json.loads((copy / "pipeline.json").read_text())
+    edit(pipeline)
+    (copy / "pipeline.json").write_text(json.dumps(pipeline))
+    res = cli("predict", copy, "--test", data["test"], "--out", tmp_path / "p.csv")
+    assert res.code != 0 and len(res.err.strip().splitlines()) == 1, res.err
+    assert "Traceback" not in res.err and not (tmp_path / "p.csv").exists()
+
+
+def test_predict_options_are_checked_before_loading(refit_run, data, tmp_path, cli):
+    for args, message in ((["--precision", "half"], "precision='half'"),
+                          (["--devices", "gpu0"], "'gpu0' is not a device"),
+                          (["--time-budget", "9 hours"], "time budget '9 hours'")):
+        res = cli("predict", refit_run, "--test", data["test"], "--out", tmp_path / "p.csv",
+                  *args)
+        assert res.code != 0 and message in res.err and "model.json" not in res.err, res.err
+    assert not (tmp_path / "p.csv").exists()
+    res = cli("bundle", refit_run, "--out", tmp_path / "b", "--wheels-from", tmp_path / "no")
+    assert res.code != 0 and "not a folder of wheels" in res.err and not (tmp_path / "b").exists()
+
+
+def test_the_entry_point_refuses_a_hand_edited_manifest(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["install"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = subprocess.run([sys.executable, copy / "predict.py", "--test", "t.csv"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "not a bundle manifest" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_profiles_read_and_refuse_bad_lines(tmp_path):
     assert read_profile("kaggle-gpu")["torch"]
     bad = tmp_path / "p.txt"

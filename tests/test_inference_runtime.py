@@ -161,7 +161,8 @@ def test_two_cpu_workers_predict_what_one_does(llama, tables):
 def test_device_lists_are_checked():
     assert parse_devices("cuda:0,cuda:1") == ["cuda:0", "cuda:1"]
     assert parse_devices(None) == []
-    assert parse_devices("auto") == ["cpu"]  # no GPU here
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert parse_devices("auto") == ([f"cuda:{i}" for i in range(gpus)] or ["cpu"])
     with pytest.raises(ConfigError, match="'gpu0' is not a device"):
         parse_devices("cuda:0,gpu0")
 
@@ -226,11 +227,18 @@ def test_the_warm_up_is_timed_on_real_batches():
     assert spent == 3.0
 
 
-def test_a_budget_too_small_is_refused_before_predicting(llama, tables):
+def test_a_budget_too_small_is_refused_before_predicting(llama, tables, monkeypatch):
     model = BackboneModel.load(llama, time_budget="0.001s", progress=False)
     with pytest.raises(ConfigError, match="does not fit the time budget"):
         model.predict_logits(tables[2])
     roomy = BackboneModel.load(llama, time_budget="9h", progress=False)
     plain = BackboneModel.load(llama, progress=False)
+    from prefpred.models.backbone import render
+
+    calls = []
+    real = render.render_pairs
+    monkeypatch.setattr(render, "render_pairs", lambda *a, **k: calls.append(1) or real(*a, **k))
     np.testing.assert_allclose(roomy.predict_logits(tables[2]),
                                plain.predict_logits(tables[2]), atol=1e-6)
+    # the warm-up's rendering is the prediction's: each side tokenized once per model
+    assert len(calls) == 4

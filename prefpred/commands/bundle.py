@@ -81,4 +81,4 @@ def bundle_command(
     with tempfile.TemporaryDirectory(prefix="prefpred-assemble-") as tmp:
         assemble_pipeline(tmp, pairs, competition=competition, stacker=stacker,
                           calibrator=calibrator)
-        build_bundle(tmp, out, **options)
+        build_bundle(tmp, out, checked=True, **options)  # assembling loaded every part

@@ -69,6 +69,10 @@ def predict_command(
                        ("time_budget", time_budget), ("swap_average", swap_average)):
         if value is not None:
             overrides[key] = value
+    if overrides:  # checked as options, before anything loads (errors name the option)
+        from prefpred.models.backbone.config import BackboneConfig
+
+        BackboneConfig.from_params(dict(overrides))
     as_submission = out.suffix.lower() == ".csv"
     is_pipeline = (model / PIPELINE_FILE).is_file()
     if as_submission and competition is None and not is_pipeline:

@@ -48,7 +48,7 @@ def fit_budget(model: Any, table: PreferenceTable, workers: list) -> tuple[bool,
 
     cfg = model.config
     budget = parse_duration(cfg.time_budget)
-    rendered = model._render(table)
+    rendered = model._render(table, keep=True)  # predicting at this max_length reuses it
     seqs = Sequences.from_series(rendered.ids)
     extra = network.length_features(rendered.full_lengths)
     pad_id = int(model._tokenizer.pad_token_id)
