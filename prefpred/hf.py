@@ -61,10 +61,6 @@ def allow_remote_code() -> None:
     _remote_code = True
 
 
-def remote_code_trusted() -> bool:
-    return _remote_code
-
-
 def check_model_folder(path: str | Path, parts: tuple[str, ...] = ("config", "tokenizer",
                                                                     "weights"),
                        *, gguf_file: str | None = None, what: str = "model") -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,13 +145,3 @@ def plan_budget(lengths: np.ndarray, *, tokens_per_s: float, budget_s: float, sw
 
 def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
-@contextlib.contextmanager
-def fp32_head(net) -> Iterator[None]:
-    """Run the classifier head outside autocast, in fp32 (its logits stay finite in fp16)."""
-    net.head_fp32 = True
-    try:
-        yield
-    finally:
-        net.head_fp32 = False
