@@ -52,6 +52,26 @@ Backbone = Annotated[str | None, typer.Option("--backbone", help="Backbone model
 BackboneConfig = Annotated[str | None, typer.Option("--config", help="Backbone run config: a "
                                                     "TOML file or a preset name "
                                                     "(minilm-budget, ...).")]
+TeacherPath = Annotated[Path | None, typer.Option(
+    "--teacher", help="Distil from this teacher: a prefpred cv folder (or its oof.parquet) or a "
+    "prefpred run folder; refitted inside each training split (nested, no fold leaks).")]
+DistillAlpha = Annotated[float | None, typer.Option(
+    "--distill-alpha", min=0.0, max=1.0, help="Weight of the teacher in the target (default "
+    "0.5 with --teacher).")]
+DistillTemperature = Annotated[float, typer.Option(
+    "--distill-temperature", min=1e-3, help="Temperature of the teacher's softmax.")]
+Pseudo = Annotated[Path | None, typer.Option(
+    "--pseudo", help="Unlabelled pairs the teacher labels (soft) and the student trains on.")]
+PseudoFormat = Annotated[str | None, typer.Option("--pseudo-format",
+                                                  help="Format of --pseudo (default: guess).")]
+PseudoWeight = Annotated[float, typer.Option("--pseudo-weight", min=1e-6,
+                                             help="Sample weight of pseudo-labelled rows.")]
+PseudoConfidence = Annotated[float, typer.Option(
+    "--pseudo-min-confidence", min=0.0, max=0.999, help="Keep pseudo-labelled rows whose top "
+    "teacher probability is at least this.")]
+LeakyTeacher = Annotated[bool, typer.Option(
+    "--leaky-teacher", help="Use the teacher's plain out-of-fold logits in CV (leaks the "
+    "held-out fold's labels; only to measure the leak).")]
 
 
 @app.callback()

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import log_loss as sk_log_loss
 
-from prefpred.labels import CLASSES, N_CLASSES
+from prefpred.labels import CLASSES, N_CLASSES, TIE
 
 #: The per-class ECE columns of a scores frame (beside the mean, ``ece``).
 ECE_CLASS_COLUMNS = [f"ece_{name}" for name in CLASSES]
@@ -55,8 +55,18 @@ def ece_per_class(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> np.ndar
     return out
 
 
-def score(y: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None) -> dict[str, float]:
-    """All headline metrics of one forecast (unweighted unless ``sample_weight`` is given)."""
+def score(y: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None, *,
+          allowed: np.ndarray | None = None, soft: np.ndarray | None = None) -> dict[str, float]:
+    """All headline metrics of one forecast (unweighted unless ``sample_weight`` is given).
+
+    ``allowed`` (n, 3) bool: rows judged without a tie option are scored on the forecast
+    restricted to A and B and renormalised (P(A) / (P(A) + P(B))). ``soft`` (n, 3), NaN rows
+    where absent: adds ``ce_soft``, the cross-entropy against those target distributions (vote
+    shares), over the rows that have one.
+    """
+    from prefpred.targets import renormalise
+
+    proba = renormalise(proba, allowed)
     ece = ece_per_class(y, proba)
     out = {
         "rows": float(len(y)),
@@ -67,19 +77,56 @@ def score(y: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = N
     }
     for column, value in zip(ECE_CLASS_COLUMNS, ece, strict=True):
         out[column] = float(value)
+    if soft is not None:
+        out["ce_soft"] = soft_cross_entropy(soft, proba)
     return out
 
 
-def score_by(y: np.ndarray, proba: np.ndarray, keys: Sequence[str], *, overall: str = "ALL"
-             ) -> pl.DataFrame:
+def soft_cross_entropy(soft: np.ndarray, proba: np.ndarray) -> float:
+    """Mean of -sum_c t_c log p_c over rows with a target (rows of NaN are skipped); NaN when
+    no row has one. Probabilities are clipped as sklearn's log loss clips them."""
+    soft = np.asarray(soft, dtype=np.float64)
+    has = ~np.isnan(soft).any(1)
+    if not has.any():
+        return float("nan")
+    p = np.clip(np.asarray(proba, dtype=np.float64)[has], np.finfo(np.float64).eps, 1.0)
+    return float(-(soft[has] * np.log(p)).sum(1).mean())
+
+
+def score_by(y: np.ndarray, proba: np.ndarray, keys: Sequence[str], *, overall: str = "ALL",
+             allowed: np.ndarray | None = None, soft: np.ndarray | None = None) -> pl.DataFrame:
     """One row of :func:`score` per key value (e.g. per source), then an overall row."""
     keys = np.asarray(keys)
+    y, proba = np.asarray(y), np.asarray(proba)
     rows = []
+
+    def part(m):
+        return {"allowed": None if allowed is None else allowed[m],
+                "soft": None if soft is None else soft[m]}
+
     for key in sorted(set(keys.tolist())):
         m = keys == key
-        rows.append({"group": key, **score(np.asarray(y)[m], np.asarray(proba)[m])})
-    rows.append({"group": overall, **score(y, proba)})
+        rows.append({"group": key, **score(y[m], proba[m], **part(m))})
+    rows.append({"group": overall, **score(y, proba, **part(slice(None)))})
     return pl.DataFrame(rows).with_columns(pl.col("rows").cast(pl.Int64))
+
+
+def table_scoring(table) -> dict[str, np.ndarray | None]:
+    """``allowed`` / ``soft`` keyword arguments of :func:`score_by` for a table's rows: None
+    when every row offered a tie / no row has a soft label, so scores keep their usual columns."""
+    tie = table.tie_allowed()
+    allowed = None
+    if not tie.all():
+        allowed = np.ones((len(table), N_CLASSES), dtype=bool)
+        allowed[:, TIE] = tie
+    soft = None
+    column = table.column("soft_label")
+    if column.null_count() < len(table):
+        present = ~column.is_null().to_numpy()
+        soft = np.full((len(table), N_CLASSES), np.nan)
+        soft[present] = np.asarray(column.to_numpy()[present], dtype=np.float64).reshape(
+            -1, N_CLASSES)
+    return {"allowed": allowed, "soft": soft}
 
 
 def format_scores(table: pl.DataFrame, title: str | None = None) -> str:

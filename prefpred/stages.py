@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -28,7 +28,7 @@ from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
 from prefpred.io import atomic_path, file_sha256, git_commit, read_back, write_json_atomic
 from prefpred.labels import LOGIT_COLUMNS, check_label_mix
-from prefpred.metrics import score_by
+from prefpred.metrics import score_by, table_scoring
 from prefpred.models.base import (
     MODEL_FILE,
     PreferenceModel,
@@ -40,6 +40,9 @@ from prefpred.models.base import (
 from prefpred.oof import OOF_FILE, oof_frame, read_oof, write_oof
 from prefpred.probabilities import softmax
 from prefpred.submission import write_submission
+
+if TYPE_CHECKING:
+    from prefpred.distill import Distillation
 
 
 # --------------------------------------------------------------------------- cross-validation
@@ -83,6 +86,9 @@ def run_cv(
     progress: bool = True,
     only_folds: list[int] | None = None,
     save_models_as: str | None = None,
+    train_rows: Callable[[int, np.ndarray], PreferenceTable] | None = None,
+    key_extra: dict[str, Any] | None = None,
+    registered: str | None = None,
 ) -> CVResult:
     """Fit a fresh model on all but one fold, predict that fold, for every fold.
 
@@ -94,6 +100,9 @@ def run_cv(
     ``save_models_as`` (the registered model name) keeps every fold's fitted model in
     ``run_dir/<name>/fold_<k>_model/`` (:func:`prefpred.models.base.save_model`), for a fold
     ensemble of the test predictions; a fold without its saved model is refitted.
+    ``train_rows(k, train_idx)`` gives fold k's training rows instead of ``table.take(train_idx)``
+    (distillation targets, pseudo-labelled rows; ``key_extra`` says what it depends on).
+    Scores are always computed on ``table``'s own labelled rows.
     """
     y = table.require_labels("cross-validation")
     check_label_mix(y, f"{table.origin or 'the training data'}: cross-validation")
@@ -110,6 +119,8 @@ def run_cv(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         key = _cv_key(name, params, table.fingerprint(), folds)
+        if key_extra is not None:
+            key["extra"] = json.loads(json.dumps(key_extra, sort_keys=True, default=str))
         key_file = out_dir / "cv_key.json"
         if key_file.exists() and read_back(key_file, _read_json, "the CV key") != key:
             for stale in out_dir.glob("fold_*.parquet"):
@@ -134,7 +145,7 @@ def run_cv(
                     return saved.select(LOGIT_COLUMNS).to_numpy()
             model = make_model()
             set_work_dir(model, out_dir / f"fold_{k}_work" if out_dir else None)
-            model.fit(table.take(train_idx))
+            model.fit(train_rows(k, train_idx) if train_rows else table.take(train_idx))
             valid = table.take(valid_idx)
             fold_logits = check_logits(model.predict_logits(valid), len(valid), name)
             if model_dir is not None:
@@ -149,16 +160,23 @@ def run_cv(
     done = ~np.isnan(logits).any(1)
     proba = softmax(np.where(done[:, None], logits, 0.0))
     sources = table.column("source").to_numpy()
-    scores = score_by(y[done], proba[done], sources[done])
+    scoring = table_scoring(table)
+
+    def scoring_of(m: np.ndarray) -> dict[str, np.ndarray | None]:
+        return {k: None if v is None else v[m] for k, v in scoring.items()}
+
+    scores = score_by(y[done], proba[done], sources[done], **scoring_of(done))
     fold_scores = []
     for k in todo:
         m = folds == k
-        fold_scores.append({"fold": k, **score_by(y[m], proba[m], sources[m]).row(-1, named=True)})
+        fold_scores.append({"fold": k, **score_by(y[m], proba[m], sources[m],
+                                                   **scoring_of(m)).row(-1, named=True)})
     result = CVResult(name, logits, folds, scores, fold_scores, out_dir)
     if out_dir is not None:
         write_oof(out_dir / OOF_FILE, oof_frame(table, logits, folds).filter(pl.Series(done)))
         write_json_atomic(out_dir / "scores.json", {
-            "model": name, "params": params, "n_folds": len(fold_ids), "folds_run": todo,
+            "model": name, "registered_model": registered, "params": params,
+            "n_folds": len(fold_ids), "folds_run": todo, "extra": key_extra,
             "seed": seed, "scores": scores.to_dicts(), "fold_scores": fold_scores,
         })
     return result
@@ -168,17 +186,40 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
                    params: dict[str, Any], *, run_dir: Path | None, n_folds: int | None = None,
                    seed: int | None = None, progress: bool = True,
                    only_folds: list[int] | None = None, resume: bool = True,
-                   label: str | None = None, save_models: bool = False) -> CVResult:
+                   label: str | None = None, save_models: bool = False,
+                   distill: Distillation | None = None,
+                   say: Callable[[str], None] | None = None) -> CVResult:
     """:func:`run_cv` of a registered model (folds and seed default to the competition's);
-    ``label`` names the run folder (default: the model name); ``save_models`` keeps each fold's
-    fitted model."""
+    ``label`` names the run folder (default: the model name, ``<model>-distilled`` with
+    ``distill``); ``save_models`` keeps each fold's fitted model. ``distill`` trains each fold
+    on nested teacher targets (:mod:`prefpred.distill`), cached in the run folder."""
     build_model(model, params)  # fail fast on bad parameters
+    n_folds = n_folds or competition.n_folds
+    seed = competition.seed if seed is None else seed
+    folds, train_rows, key_extra = None, None, None
+    if distill is not None:
+        folds = assign_folds(table, n_folds, seed)
+        cache = None
+        if run_dir is not None:
+            cache = Path(run_dir) / f"teacher-{_digest(distill.key())[:12]}"
+        distill.prepare(table, folds, cache, say=say)
+        label = label or f"{model}-distilled"
+
+        def train_rows(k: int, idx: np.ndarray) -> PreferenceTable:
+            return distill.fold_table(table, k, idx)
+
+        key_extra = distill.key()
     return run_cv(
         table, lambda: build_model(model, params), name=label or model,
-        n_folds=n_folds or competition.n_folds, seed=competition.seed if seed is None else seed,
+        n_folds=n_folds, seed=seed, folds=folds,
         run_dir=run_dir, progress=progress, only_folds=only_folds, resume=resume,
-        save_models_as=model if save_models else None,
+        save_models_as=model if save_models else None, train_rows=train_rows,
+        key_extra=key_extra, registered=model,
     )
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- fit and predict

@@ -12,12 +12,20 @@ from prefpred.cli import (
     Backbone,
     BackboneConfig,
     Competition,
+    DistillAlpha,
+    DistillTemperature,
     Format,
+    LeakyTeacher,
     Model,
     Param,
     ParamsFile,
+    Pseudo,
+    PseudoConfidence,
+    PseudoFormat,
+    PseudoWeight,
     RunDir,
     Strict,
+    TeacherPath,
     TestFormat,
     model_from_options,
 )
@@ -39,25 +47,45 @@ def submit_command(
     strict: Strict = False,
     backbone: Backbone = None,
     config: BackboneConfig = None,
+    teacher: TeacherPath = None,
+    distill_alpha: DistillAlpha = None,
+    distill_temperature: DistillTemperature = 1.0,
+    pseudo: Pseudo = None,
+    pseudo_format: PseudoFormat = None,
+    pseudo_weight: PseudoWeight = 1.0,
+    pseudo_min_confidence: PseudoConfidence = 0.0,
+    leaky_teacher: LeakyTeacher = False,
 ) -> None:
     """Fit on all of TRAIN, predict TEST, write and validate the submission."""
     from prefpred.competitions import load_competition
+    from prefpred.distill import distillation_from_options
     from prefpred.io import check_output
     from prefpred.stages import cross_validate, fit_and_submit
 
-    check_output(out, inputs=[*train, test], what="--out")
-    check_output(run_dir, inputs=[*train, test], folder=True, what="--run-dir")
+    inputs = [*train, test, *([pseudo] if pseudo else [])]
+    check_output(out, inputs=inputs, what="--out")
+    check_output(run_dir, inputs=inputs, folder=True, what="--run-dir")
     comp = load_competition(competition)
     model, model_params = model_from_options(model, param, params, backbone, config)
     train_table = comp.load_train(train, format, strict=strict)
     test_table = comp.load_test(test, test_format, strict=strict)
+    distill = distillation_from_options(teacher, distill_alpha, distill_temperature,
+                                        not leaky_teacher, pseudo, pseudo_format, pseudo_weight,
+                                        pseudo_min_confidence)
+    label = model if distill is None else f"{model}-distilled"
     cv = None
     if cv_folds:
         cv = cross_validate(train_table, comp, model, model_params, run_dir=run_dir / comp.name,
-                            n_folds=cv_folds)
-    path = fit_and_submit(comp, train_table, test_table, model=model, params=model_params,
+                            n_folds=cv_folds, distill=distill, say=typer.echo)
+    elif distill is not None:  # the final refit's targets still come from the teacher
+        from prefpred.data.folds import assign_folds
+
+        distill.prepare(train_table, assign_folds(train_table, comp.n_folds, comp.seed),
+                        run_dir / comp.name / f"{label}-teacher", say=typer.echo)
+    fit_rows = train_table if distill is None else distill.full_table(train_table)
+    path = fit_and_submit(comp, fit_rows, test_table, model=model, params=model_params,
                           out=out, train_paths=train, test_path=test, cv=cv,
-                          work_dir=run_dir / comp.name / model / "full_fit_work")
+                          work_dir=run_dir / comp.name / label / "full_fit_work")
     line = f"wrote {path} ({len(test_table)} rows, validated)"
     if cv is not None:
         line += f"; CV log loss {cv.log_loss:.4f}"

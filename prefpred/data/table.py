@@ -13,9 +13,10 @@ import polars as pl
 
 from prefpred.data.text import normalise_prompt_expr, stable_digest
 from prefpred.errors import DataError
-from prefpred.labels import N_CLASSES, SWAP_PERMUTATION, A, B
+from prefpred.labels import N_CLASSES, SWAP_PERMUTATION, TIE, A, B
 
 TURNS = pl.List(pl.String)
+VOTES = pl.List(pl.Struct({"judge": pl.String(), "label": pl.Int8()}))
 
 #: Column name -> dtype of the canonical table, in order.
 SCHEMA: dict[str, pl.DataType] = {
@@ -31,6 +32,12 @@ SCHEMA: dict[str, pl.DataType] = {
     "group": pl.String(),  # fold group key: rows sharing it never cross folds
     "weight": pl.Float64(),
     "language": pl.String(),
+    # False where the judgment offered no tie option ("A beat B given no tie was allowed"):
+    # models score such rows with P(A) / (P(A) + P(B)).
+    "tie_allowed": pl.Boolean(),
+    # Every individual vote behind the label (judge name + class index), null for one-vote rows,
+    # so majority, vote shares or Dawid-Skene posteriors can be rebuilt (prefpred.data.votes).
+    "votes": VOTES,
 }
 REQUIRED = ("id", "prompt", "response_a", "response_b")
 
@@ -112,6 +119,8 @@ class PreferenceTable:
             "source": pl.lit(source or "unknown", dtype=pl.String),
             "weight": pl.lit(1.0, dtype=pl.Float64),
             "language": pl.lit(None, dtype=pl.String),
+            "tie_allowed": pl.lit(True, dtype=pl.Boolean),
+            "votes": pl.lit(None, dtype=VOTES),
         }
         df = df.with_columns(
             [expr.alias(name) for name, expr in defaults.items() if name not in df.columns]
@@ -167,6 +176,29 @@ class PreferenceTable:
                 row = int(np.flatnonzero(present)[np.flatnonzero(~ok)[0]]) + 1
                 raise DataError("soft label is not a probability vector", file=file, row=row,
                                 column="soft_label")
+        two_class = df["tie_allowed"].is_null() | ~df["tie_allowed"]
+        if df["tie_allowed"].null_count():
+            raise DataError("tie_allowed is missing", file=file,
+                            row=first_row(df["tie_allowed"].is_null()), column="tie_allowed")
+        if two_class.any():
+            tie_label = two_class & (label == TIE).fill_null(False)
+            if tie_label.any():
+                raise DataError("label is TIE on a row judged without a tie option", file=file,
+                                row=first_row(tie_label), column="label")
+            if soft.null_count() < df.height:
+                tie_mass = (soft.arr.get(TIE).fill_null(0.0) > 0) & two_class
+                if tie_mass.any():
+                    raise DataError("soft label gives the tie mass on a row judged without a tie "
+                                    "option", file=file, row=first_row(tie_mass),
+                                    column="soft_label")
+        votes = df["votes"]
+        if votes.null_count() < df.height:
+            vote = pl.element().struct.field("label")
+            bad_vote = votes.list.eval(vote.is_null() | ~vote.is_in(list(range(N_CLASSES))))
+            bad_rows = bad_vote.list.any().fill_null(False) | (votes.list.len() == 0).fill_null(False)
+            if bad_rows.any():
+                raise DataError("a vote is missing or not 0, 1 or 2", file=file,
+                                row=first_row(bad_rows), column="votes")
         weight = df["weight"]
         bad_w = weight.is_null() | weight.is_nan() | (weight <= 0) | weight.is_infinite()
         if bad_w.any():
@@ -225,6 +257,10 @@ class PreferenceTable:
         out[present] = np.asarray(soft.to_numpy()[present], dtype=np.float64).reshape(-1, N_CLASSES)
         return out
 
+    def tie_allowed(self) -> np.ndarray:
+        """Boolean (n,): False where the pair was judged without a tie option."""
+        return self._df["tie_allowed"].to_numpy().astype(bool)
+
     def groups(self) -> np.ndarray:
         return self._df["group"].to_numpy()
 
@@ -276,6 +312,11 @@ class PreferenceTable:
             .when(label == B).then(pl.lit(A, pl.Int8))
             .otherwise(label)
         )
+        vote = pl.element().struct.field("label")
+        swapped_votes = pl.col("votes").list.eval(pl.struct(
+            pl.element().struct.field("judge"),
+            pl.when(vote == A).then(pl.lit(B, pl.Int8)).when(vote == B).then(pl.lit(A, pl.Int8))
+            .otherwise(vote).alias("label")))
         soft = pl.col("soft_label")
         swapped_soft = pl.concat_arr(*[soft.arr.get(i) for i in SWAP_PERMUTATION])
         df = self._df.with_columns(
@@ -285,6 +326,7 @@ class PreferenceTable:
             model_b=pl.col("model_a"),
             label=swapped_label,
             soft_label=pl.when(soft.is_null()).then(None).otherwise(swapped_soft),
+            votes=swapped_votes,
         )
         return self._derive(df)
 

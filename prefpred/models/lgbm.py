@@ -26,7 +26,7 @@ from pydantic import Field
 
 from prefpred.data.folds import canonical_order, fold_split, split_folds
 from prefpred.data.table import PreferenceTable
-from prefpred.errors import ConfigError
+from prefpred.errors import ConfigError, DataError
 from prefpred.features import FeatureConfig
 from prefpred.features.cache import FeatureStore, shared_store
 from prefpred.features.sets import select_features
@@ -41,6 +41,7 @@ from prefpred.registry import (
     PositiveFloat,
     constructor_params,
 )
+from prefpred.targets import Targets, expand_rows
 
 
 def inner_split(table: PreferenceTable, fraction: float, seed: int
@@ -176,13 +177,21 @@ class LightGBMModel:
         return x
 
     def _dataset(self, table: PreferenceTable, reference=None):
+        """A LightGBM data set; soft targets enter by row expansion (each row once per class
+        with a positive target, weighted by it: the expected log loss, exactly)."""
         import lightgbm as lgb
 
         names = [c for c in self.columns_ if c != "source"] + (["source"] if self.use_source
                                                                  else [])
+        matrix = self._matrix(table)
+        targets = Targets.from_table(table, what="LightGBM training")
+        if targets.is_hard:
+            label, weight = table.require_labels("LightGBM training"), table.weights()
+        else:
+            rows, label, weight = expand_rows(targets)
+            matrix = matrix[rows]
         return lgb.Dataset(
-            self._matrix(table), label=table.require_labels("LightGBM training"),
-            weight=table.weights(), feature_name=names,
+            matrix, label=label, weight=weight, feature_name=names,
             categorical_feature=["source"] if self.use_source else "auto",
             reference=reference, free_raw_data=True,
         )
@@ -194,6 +203,16 @@ class LightGBMModel:
         import lightgbm as lgb
 
         table.require_labels("LightGBM training")
+        # LightGBM's multiclass objective has no restricted softmax: pairs judged without a tie
+        # option are left out (the TF-IDF, logistic and backbone models use them)
+        two_class = ~table.tie_allowed()
+        self.dropped_two_class_ = int(two_class.sum())
+        if two_class.all():
+            raise DataError("LightGBM cannot train on pairs judged without a tie option only",
+                            file=table.origin, column="tie_allowed",
+                            fix="use --model tfidf or backbone for two-class data")
+        if two_class.any():
+            table = table.filter(~two_class)
         self.columns_ = select_features(self._feature_names(), self.feature_set)
         self.sources_ = sorted(table.column("source").unique().to_list())
         params = self.lgb_params()

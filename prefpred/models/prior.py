@@ -11,6 +11,7 @@ import numpy as np
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import N_CLASSES
 from prefpred.registry import NonNegative
+from prefpred.targets import Targets
 
 
 class Uniform:
@@ -45,8 +46,11 @@ class ClassPrior:
         self.log_prior_: np.ndarray | None = None
 
     def fit(self, table: PreferenceTable) -> ClassPrior:
-        y = table.require_labels("fitting the prior")
-        counts = np.bincount(y, weights=table.weights(), minlength=N_CLASSES) + self.smoothing
+        targets = Targets.from_table(table, what="fitting the prior")
+        # a row judged without a tie option says nothing about the tie rate: the prior counts
+        # three-class rows (all rows when there are no others)
+        keep = ~targets.two_class if (~targets.two_class).any() else slice(None)
+        counts = (targets.probs[keep] * targets.weight[keep, None]).sum(0) + self.smoothing
         if self.symmetric:
             counts[:2] = counts[:2].mean()
         self.log_prior_ = np.log(counts / counts.sum())

@@ -27,7 +27,9 @@ import polars as pl
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import N_CLASSES
 from prefpred.models.base import swap_averaged_logits
+from prefpred.models.logistic import fit_softmax_regression
 from prefpred.registry import Positive, PositiveFloat, constructor_params
+from prefpred.targets import Targets
 
 
 class NgramCounts:
@@ -246,12 +248,21 @@ class TfidfModel:
                               for counts, limit in self._analysers()]
         self.sources_ = sorted(table.column("source").unique().to_list())
         train = table.with_swapped() if self.swap_augment else table
+        targets = Targets.from_table(train, what="TF-IDF training")
         self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-4)
-        self.clf_.fit(self._design(train), train.require_labels("TF-IDF training"),
-                      sample_weight=train.weights())
-        if list(self.clf_.classes_) != list(range(N_CLASSES)):
-            raise DataError(f"TF-IDF training needs all three classes; got {self.clf_.classes_}",
-                            file=table.origin, column="label")
+        if targets.is_hard:
+            self.clf_.fit(self._design(train), train.require_labels("TF-IDF training"),
+                          sample_weight=train.weights())
+            if list(self.clf_.classes_) != list(range(N_CLASSES)):
+                raise DataError(f"TF-IDF training needs all three classes; got "
+                                f"{self.clf_.classes_}", file=table.origin, column="label")
+        else:  # soft targets or two-class rows: the same regression, on target distributions
+            design = self._design(train)
+            coef, intercept = fit_softmax_regression(design, targets, C=self.C,
+                                                     max_iter=self.max_iter)
+            self.clf_.coef_, self.clf_.intercept_ = coef, intercept
+            self.clf_.classes_ = np.arange(N_CLASSES)
+            self.clf_.n_features_in_ = design.shape[1]
         return self
 
     def save_state(self, folder) -> None:

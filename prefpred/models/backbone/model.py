@@ -46,6 +46,7 @@ from prefpred.models.backbone.config import BackboneConfig, BackboneSource, reso
 from prefpred.models.backbone.inference import EmbeddingCache, run_batches
 from prefpred.models.backbone.train import TrainData, TrainLog, train
 from prefpred.models.base import average_with_swap, swap_averaged_logits
+from prefpred.targets import Targets, encode
 
 
 def _rows(index: np.ndarray, shown: int = 5) -> str:
@@ -300,12 +301,10 @@ class BackboneModel:
         return out
 
     def _targets(self, table: PreferenceTable) -> np.ndarray:
+        """Soft or hard targets, smoothed, two-class rows' tie marked -1 (:mod:`prefpred.targets`)."""
         cfg = self.config
-        soft = table.soft_labels() if cfg.soft_labels else None
-        targets = soft if soft is not None else np.eye(N_CLASSES)[table.require_labels()]
-        if cfg.label_smoothing:
-            targets = (1 - cfg.label_smoothing) * targets + cfg.label_smoothing / N_CLASSES
-        return targets
+        return encode(Targets.from_table(table, soft=cfg.soft_labels)
+                      .smoothed(cfg.label_smoothing))
 
     def _run_key(self, table: PreferenceTable) -> str:
         cfg = self.config.to_dict()

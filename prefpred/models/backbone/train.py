@@ -60,9 +60,13 @@ class TrainLog:
 def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor,
                      weights: torch.Tensor) -> torch.Tensor:
     """Weighted mean KL(targets || softmax(logits)): cross-entropy for one-hot targets, and
-    distillation / pseudo-label training for soft ones."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    distillation / pseudo-label training for soft ones. A target of -1 marks a class the
+    judgment did not offer (:func:`prefpred.targets.encode`): the softmax runs over the other
+    classes, so a two-class row is scored by P(A) / (P(A) + P(B))."""
     t = targets.float()
+    allowed = t >= 0
+    t = t.clamp(min=0)
+    logp = torch.log_softmax(logits.float().masked_fill(~allowed, -1e4), dim=-1)
     kl = (torch.xlogy(t, t) - t * logp).sum(-1)
     w = weights.float()
     return (kl * w).sum() / w.sum().clamp(min=1e-12)
@@ -183,7 +187,9 @@ def load_checkpoint_state(path: Path, optimizer, scheduler) -> int:
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+    """Every tensor of a batch on ``device``, the model inputs (a nested dict) included."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+            else _to_device(v, device) if isinstance(v, dict) else v
             for k, v in batch.items()}
 
 

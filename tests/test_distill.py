@@ -1,0 +1,158 @@
+"""Distillation and pseudo-labels: the student's score on a fold cannot see that fold's labels
+(nested teacher targets), while plain out-of-fold teacher targets would leak them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from test_tfidf import SMALL, synthetic
+
+from prefpred.data.folds import assign_folds
+from prefpred.data.table import PreferenceTable
+from prefpred.distill import Distillation, Teacher, TeacherModel, pseudo_folds, read_teacher
+from prefpred.errors import ConfigError, DataError
+from prefpred.models.tfidf import TfidfModel
+from prefpred.stages import run_cv
+
+PARAMS = {**SMALL, "min_df": 1}
+TFIDF = TeacherModel("tfidf", "tfidf", PARAMS)
+STACKED = Teacher("stacked", (TFIDF, TeacherModel("strong", "tfidf", {**PARAMS, "C": 1.0})),
+                  stacker="logistic")
+
+
+@pytest.fixture(scope="module")
+def data():
+    table = synthetic(160, 0)
+    folds = assign_folds(table, 4, 0)
+    return table, folds
+
+
+def noisy(table: PreferenceTable, folds: np.ndarray, k: int) -> PreferenceTable:
+    """The same table with fold k's labels replaced by random ones."""
+    y = table.labels().copy()
+    m = folds == k
+    y[m] = np.random.default_rng(7).integers(0, 3, m.sum())
+    return table.with_columns(label=y)
+
+
+def student_oof(table, folds, distill: Distillation) -> np.ndarray:
+    distill.prepare(table, folds, cache=None)
+    res = run_cv(table, lambda: TfidfModel(**PARAMS), folds=folds, progress=False,
+                 train_rows=lambda k, idx: distill.fold_table(table, k, idx))
+    return res.oof_logits
+
+
+def unlabelled(table: PreferenceTable, n: int) -> PreferenceTable:
+    """New pairs on the table's prompts (so they share its fold groups) plus a few new prompts."""
+    rows = table.take(np.arange(n)).df.with_columns(
+        pl.col("id") + "~new", response_b=pl.col("response_a"), response_a=pl.col("response_b"))
+    extra = synthetic(10, 9).df.with_columns(pl.col("id") + "~fresh",
+                                             pl.col("prompt").list.eval(pl.element() + " fresh"))
+    both = pl.concat([rows.select(["id", "prompt", "response_a", "response_b"]),
+                      extra.select(["id", "prompt", "response_a", "response_b"])])
+    return PreferenceTable.from_frame(both, source="synthetic")
+
+
+@pytest.mark.parametrize("teacher", [Teacher("plain", (TFIDF,)), STACKED],
+                         ids=["model", "stacked"])
+def test_planted_label_noise_in_a_fold_is_invisible_to_its_distilled_student(data, teacher):
+    table, folds = data
+    pool = unlabelled(table, 40)
+    clean = student_oof(table, folds, Distillation(teacher, alpha=0.8, pseudo=pool))
+    dirty = student_oof(noisy(table, folds, 0), folds,
+                        Distillation(teacher, alpha=0.8, pseudo=pool))
+    m = folds == 0
+    np.testing.assert_array_equal(clean[m], dirty[m])
+    assert np.abs(clean[~m] - dirty[~m]).max() > 1e-6  # the noise did reach the other folds
+
+
+def test_plain_out_of_fold_teacher_targets_would_leak_the_fold(data):
+    table, folds = data
+    teacher = Teacher("plain", (TFIDF,))
+    clean = student_oof(table, folds, Distillation(teacher, alpha=0.8, nested=False))
+    dirty = student_oof(noisy(table, folds, 0), folds,
+                        Distillation(teacher, alpha=0.8, nested=False))
+    m = folds == 0
+    assert np.abs(clean[m] - dirty[m]).max() > 1e-4
+
+
+def test_pseudo_rows_join_their_prompts_fold_and_never_train_their_own_fold(data):
+    table, folds = data
+    pool = unlabelled(table, 40)
+    where = pseudo_folds(table, folds, pool)
+    np.testing.assert_array_equal(where[:40], folds[:40])  # same prompt, same fold
+    distill = Distillation(Teacher("plain", (TFIDF,)), alpha=0.0, pseudo=pool,
+                           pseudo_weight=0.5).prepare(table, folds, cache=None)
+    for k in range(4):
+        train = distill.fold_table(table, k, np.flatnonzero(folds != k))
+        pseudo = train.filter(pl.col("id").str.contains("~"))
+        assert len(pseudo) == int((where != k).sum())
+        assert set(pseudo.groups().tolist()).isdisjoint(table.groups()[folds == k].tolist())
+        np.testing.assert_allclose(pseudo.weights(), 0.5)
+        soft = train.soft_labels()
+        np.testing.assert_allclose(soft.sum(1), 1)
+        # alpha = 0: the human rows keep their one-hot labels
+        human = ~train.column("id").str.contains("~").to_numpy()
+        np.testing.assert_array_equal(soft[human], np.eye(3)[train.labels()[human]])
+
+
+def test_confidence_filter_keeps_only_sure_pseudo_labels(data):
+    table, folds = data
+    pool = unlabelled(table, 40)
+    loose = Distillation(Teacher("plain", (TFIDF,)), pseudo=pool).prepare(table, folds, None)
+    all_rows = loose.full_table(table)
+    top = all_rows.filter(pl.col("id").str.contains("~")).soft_labels().max(1)
+    cut = float(np.median(top))
+    sure = Distillation(Teacher("plain", (TFIDF,)), pseudo=pool, min_confidence=cut)
+    sure.logits, sure.pseudo_fold = loose.logits, loose.pseudo_fold
+    kept = sure.full_table(table)
+    assert len(kept) - len(table) == int((top >= cut).sum()) < len(top)
+    extra = kept.filter(pl.col("id").str.contains("~"))
+    assert (extra.soft_labels().max(1) >= cut).all()
+
+
+def test_teacher_is_read_from_a_cv_folder_and_its_oof_file(cli, tmp_path):
+    from conftest import kaggle_files
+
+    files = kaggle_files(tmp_path, 240, 30)
+    args = ["--competition", "lmsys-chatbot-arena", "--data", files["train"], "--model", "tfidf",
+            "--folds", "3", "--run-dir", tmp_path / "runs", "-p", "word_max_features=500",
+            "-p", "char_max_features=500", "-p", "max_iter=60"]
+    assert cli("cv", *args).code == 0
+    folder = tmp_path / "runs" / "lmsys-chatbot-arena" / "tfidf"
+    teacher = read_teacher(folder / "oof.parquet")
+    assert teacher.models[0].model == "tfidf" and teacher.models[0].params["max_iter"] == 60
+    res = cli("cv", *args, "--teacher", folder, "--distill-alpha", "0.5")
+    assert res.code == 0, res.err
+    assert "distilled from tfidf" in res.out
+    student = tmp_path / "runs" / "lmsys-chatbot-arena" / "tfidf-distilled"
+    record = json.loads((student / "scores.json").read_text())
+    assert record["extra"]["alpha"] == 0.5 and record["extra"]["nested"] is True
+    assert len(list(student.parent.glob("teacher-*/*.npz"))) == 3 + 3 * 2
+    # submit distils too, and writes a valid submission
+    out = tmp_path / "sub.csv"
+    res = cli("submit", "--competition", "lmsys-chatbot-arena", "--train", files["train"],
+              "--test", files["test"], "--out", out, "--model", "tfidf", "--cv-folds", "0",
+              "--run-dir", tmp_path / "runs", "-p", "word_max_features=500", "-p",
+              "char_max_features=500", "-p", "max_iter=60", "--teacher", folder)
+    assert res.code == 0, res.err
+    assert len(pl.read_csv(out)) == 30
+
+
+def test_bad_teacher_and_options_are_refused(cli, tmp_path):
+    with pytest.raises(DataError, match="not a teacher"):
+        read_teacher(tmp_path)
+    (tmp_path / "scores.json").write_text("{not json")
+    with pytest.raises(DataError, match="cannot read"):
+        read_teacher(tmp_path)
+    (tmp_path / "scores.json").write_text(json.dumps({"model": "mine", "params": {}}))
+    with pytest.raises(DataError, match="not a registered model"):
+        read_teacher(tmp_path)
+    with pytest.raises(ConfigError, match="alpha"):
+        Distillation(Teacher("x", (TFIDF,)), alpha=1.5)
+    res = cli("cv", "--competition", "lmsys-chatbot-arena", "--model", "prior",
+              "--distill-alpha", "0.3")
+    assert res.code != 0 and "--teacher" in res.err
