@@ -282,6 +282,7 @@ class Distillation:
     min_confidence: float = 0.0
     logits: TeacherLogits | None = field(default=None, repr=False)
     pseudo_fold: np.ndarray | None = field(default=None, repr=False)
+    folds: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -307,6 +308,7 @@ class Distillation:
             self.pseudo_fold = pseudo_folds(table, folds, self.pseudo)
         self.logits = teacher_logits(self.teacher, table, folds, extra=self.pseudo,
                                      nested=self.nested, cache=cache, say=say)
+        self.folds = np.asarray(folds)
         return self
 
     def _pseudo_rows(self, logits: np.ndarray, keep: np.ndarray) -> PreferenceTable | None:

@@ -123,6 +123,9 @@ class OOFData:
     features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     feature_names: list[str] = field(default_factory=list)
     sample_weight: np.ndarray | None = None
+    #: (n, 3) soft targets (vote shares, ...), NaN rows where the label is the target; stackers
+    #: fit on them by row expansion (:meth:`prefpred.stack.Stacker.fit_data`)
+    soft: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.features.size == 0:
@@ -141,7 +144,8 @@ class OOFData:
             ids=[self.ids[i] for i in idx], y=self.y[idx], folds=self.folds[idx],
             sources=self.sources[idx], logits={k: v[idx] for k, v in self.logits.items()},
             features=self.features[idx], feature_names=list(self.feature_names),
-            sample_weight=None if self.sample_weight is None else self.sample_weight[idx])
+            sample_weight=None if self.sample_weight is None else self.sample_weight[idx],
+            soft=None if self.soft is None else self.soft[idx])
 
 
 def join_oof(

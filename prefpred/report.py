@@ -285,6 +285,7 @@ def render_report(
     calibrator=None,
     stacker=None,
     work_dirs: Mapping[str, Path] | None = None,
+    distillation: pl.DataFrame | None = None,
 ) -> str:
     """The run report's HTML (see :mod:`prefpred.run`). ``timings`` are the stages so far;
     the report adds its own time and, given the run's ``started`` (``time.perf_counter()``),
@@ -324,6 +325,14 @@ def render_report(
                  f"unbiased check.</p>")
 
     parts.append(_ensemble_section(config, overall))
+    if distillation is not None:
+        d = config.distill
+        parts.append(_section(
+            "Distillation (out of fold, human labels only)",
+            f"<p>Teacher <code>{html.escape(d.teacher)}</code>, alpha {d.alpha}, temperature "
+            f"{d.temperature}, {'nested teacher targets (no fold sees its own labels)' if d.nested else 'LEAKY out-of-fold teacher targets'}"
+            f"{'' if d.pseudo is None else f', pseudo-labels from <code>{html.escape(d.pseudo)}</code>'}"
+            ".</p>" + html_table(distillation, left=("model", "role"))))
     best = (overall["model"] == final_model) & (overall["calibration"] == final_calibration)
     parts.append(_section("Scores of every model, stack and calibration (out of fold, all rows)",
                           html_table(overall, highlight=best, left=("model", "calibration"))))

@@ -92,7 +92,8 @@ def _load_tables(cfg: RunConfig, say):
     return comp, sub_comp, train, test, labels, test_path
 
 
-def _base_model(cfg, comp, train, test, spec, say) -> tuple[Path, np.ndarray, list[Path]]:
+def _base_model(cfg, comp, train, test, spec, say, plan=None
+                ) -> tuple[Path, np.ndarray, list[Path]]:
     """One base model: its out-of-fold run, its test logits (each reused when unchanged) and
     the saved model folders that predict new rows (``models/<label>``, the refit on all
     training rows; or, for ``[ensemble] method = "folds"``, every fold's model, whose logits
@@ -102,14 +103,16 @@ def _base_model(cfg, comp, train, test, spec, say) -> tuple[Path, np.ndarray, li
 
     t0 = time.perf_counter()
     folds = cfg.ensemble == "folds"
+    distill = plan if cfg.distill is not None and spec.label in cfg.distill.students else None
     res = cross_validate(train, comp, spec.name, spec.params, run_dir=cfg.out_dir / "cv",
                          n_folds=cfg.folds, seed=cfg.seed, label=spec.label,
-                         progress=cfg.jobs == 1, save_models=folds)
+                         progress=cfg.jobs == 1, save_models=folds, distill=distill)
+    fit_rows = train if distill is None else distill.full_table(train)
     say(f"{spec.label}: out-of-fold log loss {res.log_loss:.4f} "
         f"({time.perf_counter() - t0:.0f} s)")
     if not folds:
         saved = cfg.out_dir / "models" / spec.label
-        logits = fit_predict(train, test, spec.name, spec.params,
+        logits = fit_predict(fit_rows, test, spec.name, spec.params,
                              work_dir=cfg.out_dir / "fit" / spec.label,
                              cache=cfg.out_dir / "test" / f"{spec.label}.parquet", say=say,
                              label=spec.label, save_to=saved)
@@ -159,16 +162,17 @@ def _read_sources(averaged: Path) -> dict | None:
 def _base_model_job(args) -> tuple[Path, np.ndarray, list[Path], list[str]]:
     """:func:`_base_model` in a worker process; its messages come back with the result."""
     messages: list[str] = []
-    return (*_base_model(*args, say=messages.append), messages)
+    *head, plan = args
+    return (*_base_model(*head, say=messages.append, plan=plan), messages)
 
 
-def _base_models(cfg, comp, train, test, say
+def _base_models(cfg, comp, train, test, say, plan=None
                  ) -> tuple[dict[str, Path], dict[str, np.ndarray], dict[str, list[Path]]]:
     """Out-of-fold runs and test logits of every base model (reused when unchanged), one at a
     time, or ``[run] jobs`` at a time in worker processes (submitted in config order: list the
     slowest first; each model's files are its own, so the results are the same)."""
     if cfg.jobs == 1 or len(cfg.models) == 1:
-        done = {spec.label: _base_model(cfg, comp, train, test, spec, say)
+        done = {spec.label: _base_model(cfg, comp, train, test, spec, say, plan)
                 for spec in cfg.models}
     else:
         import multiprocessing
@@ -177,7 +181,8 @@ def _base_models(cfg, comp, train, test, say
         context = multiprocessing.get_context("spawn")  # no forked threads (polars, torch)
         with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(cfg.models)),
                                  mp_context=context) as pool:
-            futures = {spec.label: pool.submit(_base_model_job, (cfg, comp, train, test, spec))
+            futures = {spec.label: pool.submit(_base_model_job,
+                                               (cfg, comp, train, test, spec, plan))
                        for spec in cfg.models}
             done = {}
             for label, future in futures.items():
@@ -274,6 +279,29 @@ def _stack_features(cfg: RunConfig, table):
     return length_features(table) if cfg.stack_features == "length" else None
 
 
+def _distillation_scores(cfg: RunConfig, plan, train, data, scores: pl.DataFrame
+                         ) -> pl.DataFrame:
+    """Teacher, distilled students and the models left alone, side by side (out of fold, the
+    rows the stack scores)."""
+    from prefpred.metrics import score
+    from prefpred.probabilities import softmax
+
+    where = {i: n for n, i in enumerate(train.ids)}
+    rows = [where[i] for i in data.ids]
+    teacher = score(data.y, softmax(plan.logits.outer[rows]))
+    out = [{"model": plan.teacher.name, "role": "teacher (refitted, out of fold)",
+            "log_loss": teacher["log_loss"], "accuracy": teacher["accuracy"]}]
+    overall = scores.filter((pl.col("group") == "ALL") & (pl.col("calibration") == "none"))
+    for m in cfg.models:
+        hit = overall.filter(pl.col("model") == m.label)
+        if hit.height:
+            role = ("student, distilled" if m.label in cfg.distill.students
+                    else "student alone (not distilled)")
+            out.append({"model": m.label, "role": role, "log_loss": hit["log_loss"][0],
+                        "accuracy": hit["accuracy"][0]})
+    return pl.DataFrame(out)
+
+
 def _choose(scores: pl.DataFrame, models: list[str], calibrations: list[str]) -> tuple[str, str]:
     overall = scores.filter((pl.col("group") == "ALL") & pl.col("model").is_in(models)
                             & pl.col("calibration").is_in(calibrations))
@@ -306,13 +334,38 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     comp, sub_comp, train, test, labelled_test, test_path = _load_tables(cfg, say)
     timings["data"] = time.perf_counter() - t0
 
+    plan = None
+    if cfg.distill is not None:
+        from prefpred.data.folds import assign_folds
+
+        t0 = time.perf_counter()
+        plan = cfg.distill.build()
+        say(plan.summary())
+        plan.prepare(train, assign_folds(train, cfg.folds or comp.n_folds,
+                                         comp.seed if cfg.seed is None else cfg.seed),
+                     cfg.out_dir / "teacher", say=say)
+        timings["teacher (nested refits)"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    oof_dirs, test_logits, model_dirs = _base_models(cfg, comp, train, test, say)
+    oof_dirs, test_logits, model_dirs = _base_models(cfg, comp, train, test, say, plan)
     timings["base models"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- stack
     t0 = time.perf_counter()
     data = join_oof(oof_dirs, features=_stack_features(cfg, train))
+    if train.column("soft_label").null_count() < len(train):  # the stackers fit soft targets
+        from prefpred.metrics import table_scoring
+
+        soft = table_scoring(train)["soft"]
+        where = {i: n for n, i in enumerate(train.ids)}
+        data.soft = soft[[where[i] for i in data.ids]]
+    if not train.tie_allowed().all():
+        # pairs judged without a tie option train the base models; the stacker and calibrator
+        # map to three-way probabilities and learn from three-class rows only
+        three = set(train.filter(pl.col("tie_allowed")).ids)
+        data = data.take(np.array([i in three for i in data.ids]))
+        say(f"stacking and calibration on the {len(data)} three-class rows (the "
+            f"{len(train) - len(three)} two-class rows trained the base models only)")
     lengths = align_by_id(pl.DataFrame({"id": train.ids, "n": pair_lengths(train)}), data.ids,
                           missing="has no training row")["n"].to_numpy()
     base_labels = [m.label for m in cfg.models]
@@ -391,6 +444,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
         holdout_scores = score_by(y_test, test_proba, labelled_test.column("source").to_numpy())
     timings["submission"] = time.perf_counter() - t0
 
+    distillation = None if plan is None else _distillation_scores(cfg, plan, train, data,
+                                                                  report.scores)
     from prefpred.report import render_report
 
     t0 = time.perf_counter()
@@ -399,7 +454,7 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
         oof_logits=report.oof_logits, final_model=final_model, final_calibration=final_cal,
         final_oof_calibrated=oof_calibrated, lengths=lengths, holdout_scores=holdout_scores,
         submission=submission, timings=timings, started=t_start, calibrator=calibrator,
-        stacker=stacker, work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models})
+        stacker=stacker, distillation=distillation, work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models})
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     record = {

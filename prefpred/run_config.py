@@ -14,6 +14,10 @@ Sections and keys (anything else is an error naming the closest valid key)::
                    the default) or folds (each fold's model predicts the test rows and their
                    logits are averaged); average_weights (backbone: one model whose LoRA
                    adapter and head are the folds' average)
+    [distill]      teacher (required: a prefpred cv folder / oof.parquet or a run folder),
+                   alpha (0.5), temperature (1.0), nested (true; false leaks, to measure it),
+                   students (model labels; default every model), pseudo (unlabelled pairs),
+                   pseudo_format, pseudo_weight (1.0), pseudo_min_confidence (0.0)
     [output]       submission, report
 
 Names that become folder or file names (the run's name, model labels) must be safe path parts.
@@ -86,6 +90,18 @@ class _Ensemble(Schema):
     average_weights: bool = False
 
 
+class _Distill(Schema):
+    teacher: str
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    temperature: Annotated[float, Field(gt=0.0)] = 1.0
+    nested: bool = True
+    students: str | list[str] | None = None
+    pseudo: str | None = None
+    pseudo_format: str | None = None
+    pseudo_weight: Annotated[float, Field(gt=0.0)] = 1.0
+    pseudo_min_confidence: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
 class _Output(Schema):
     submission: str | None = None
     report: str | None = None
@@ -100,6 +116,7 @@ class RunFile(Schema):
     stack: _Stack = _Stack()
     calibration: _Calibration = _Calibration()
     ensemble: _Ensemble = _Ensemble()
+    distill: _Distill | None = None
     output: _Output = _Output()
 
 
@@ -117,6 +134,28 @@ class HoldoutSpec:
     source: str | None = None
     fraction: float = 0.2
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """``[distill]``: see :mod:`prefpred.distill`."""
+
+    teacher: str
+    alpha: float = 0.5
+    temperature: float = 1.0
+    nested: bool = True
+    students: tuple[str, ...] = ()
+    pseudo: str | None = None
+    pseudo_format: str | None = None
+    pseudo_weight: float = 1.0
+    pseudo_min_confidence: float = 0.0
+
+    def build(self):
+        from prefpred.distill import distillation_from_options
+
+        return distillation_from_options(self.teacher, self.alpha, self.temperature,
+                                         self.nested, self.pseudo, self.pseudo_format,
+                                         self.pseudo_weight, self.pseudo_min_confidence)
 
 
 @dataclass(frozen=True)
@@ -139,6 +178,7 @@ class RunConfig:
     calibration_candidates: tuple[str, ...] = ("temperature", "vector", "temperature_by_length")
     ensemble: str = "refit"
     average_weights: bool = False
+    distill: DistillSpec | None = None
     submission: Path | None = None
     report: Path | None = None
     file: Path | None = None
@@ -182,6 +222,16 @@ def read_run_config(path: str | Path) -> RunConfig:
     if data.holdout is not None and data.test is not None:
         raise ConfigError(f"{path}: [data] takes 'test' or [data.holdout], not both")
     h = data.holdout
+    distill = None
+    if spec.distill is not None:
+        d = spec.distill
+        students = _tuple(d.students) if d.students is not None else tuple(labels)
+        unknown = [s for s in students if s not in labels]
+        if unknown:
+            raise ConfigError(f"{path}: [distill] students: {unknown[0]!r} is not a model "
+                              f"label; the labels are {labels}")
+        distill = DistillSpec(d.teacher, d.alpha, d.temperature, d.nested, students, d.pseudo,
+                              d.pseudo_format, d.pseudo_weight, d.pseudo_min_confidence)
     if spec.ensemble.average_weights and spec.ensemble.method != "folds":
         raise ConfigError(f"{path}: [ensemble] average_weights averages fold models: it needs "
                           "method = \"folds\"")
@@ -204,6 +254,7 @@ def read_run_config(path: str | Path) -> RunConfig:
         calibration_candidates=_tuple(spec.calibration.candidates),
         ensemble=spec.ensemble.method,
         average_weights=spec.ensemble.average_weights,
+        distill=distill,
         submission=Path(spec.output.submission) if spec.output.submission else None,
         report=Path(spec.output.report) if spec.output.report else None,
         file=path,

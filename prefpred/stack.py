@@ -112,8 +112,20 @@ class Stacker(SavedEstimator):
         return features
 
     def fit_data(self, data: OOFData) -> Stacker:
-        return self.fit(data.logits, data.y, data.features, data.sample_weight, data.folds,
-                        data.feature_names)
+        """Fit on out-of-fold data; soft targets (``data.soft``) by row expansion: each row once
+        per class with a positive target, weighted by it (the expected log loss, exactly)."""
+        if data.soft is None or np.isnan(data.soft).all():
+            return self.fit(data.logits, data.y, data.features, data.sample_weight, data.folds,
+                            data.feature_names)
+        from prefpred.targets import Targets, expand_rows
+
+        hard = np.isnan(data.soft).any(1)
+        probs = np.where(hard[:, None], np.eye(N_CLASSES)[data.y], data.soft)
+        weight = np.ones(len(data)) if data.sample_weight is None else data.sample_weight
+        rows, classes, weights = expand_rows(Targets(probs, np.ones_like(probs, bool), weight))
+        part = data.take(rows)
+        return self.fit(part.logits, classes, part.features, weights, part.folds,
+                        part.feature_names)
 
     def predict_data(self, data: OOFData) -> np.ndarray:
         return self.predict_logits(data.logits, data.features)

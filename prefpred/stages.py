@@ -199,10 +199,12 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
     folds, train_rows, key_extra = None, None, None
     if distill is not None:
         folds = assign_folds(table, n_folds, seed)
-        cache = None
-        if run_dir is not None:
-            cache = Path(run_dir) / f"teacher-{_digest(distill.key())[:12]}"
-        distill.prepare(table, folds, cache, say=say)
+        if distill.logits is None or distill.folds is None or \
+                not np.array_equal(distill.folds, folds):
+            cache = None
+            if run_dir is not None:
+                cache = Path(run_dir) / f"teacher-{_digest(distill.key())[:12]}"
+            distill.prepare(table, folds, cache, say=say)
         label = label or f"{model}-distilled"
 
         def train_rows(k: int, idx: np.ndarray) -> PreferenceTable:

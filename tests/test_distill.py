@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -156,3 +157,130 @@ def test_bad_teacher_and_options_are_refused(cli, tmp_path):
     res = cli("cv", "--competition", "lmsys-chatbot-arena", "--model", "prior",
               "--distill-alpha", "0.3")
     assert res.code != 0 and "--teacher" in res.err
+
+
+RUN = """
+[run]
+name = "d"
+competition = "COMP"
+submission_competition = "lmsys-chatbot-arena"
+out_dir = "OUT"
+folds = 3
+
+[data.holdout]
+source = "lmsys-kaggle"
+fraction = 0.2
+
+[[models]]
+name = "tfidf"
+label = "alone"
+params = { word_max_features = 400, char_max_features = 400, max_iter = 50 }
+
+[[models]]
+name = "tfidf"
+label = "student"
+params = { word_max_features = 400, char_max_features = 400, max_iter = 50 }
+
+[stack]
+method = "blend"
+
+[calibration]
+method = "temperature"
+"""
+
+
+def test_run_distils_the_students_and_reports_them_beside_the_teacher(cli, tmp_path):
+    from conftest import kaggle_files
+
+    from prefpred.run import run
+
+    files = kaggle_files(tmp_path, 400, 10)
+    teacher_args = ["--competition", "lmsys-chatbot-arena", "--data", files["train"],
+                    "--model", "tfidf", "--folds", "3", "--run-dir", tmp_path / "runs",
+                    "-p", "word_max_features=400", "-p", "char_max_features=400",
+                    "-p", "max_iter=50"]
+    assert cli("cv", *teacher_args).code == 0
+    teacher = tmp_path / "runs" / "lmsys-chatbot-arena" / "tfidf"
+    comp = tmp_path / "comp.toml"
+    comp.write_text(f"""
+name = "small"
+description = "400 Kaggle rows"
+metric = "log_loss"
+classes = ["A", "B", "TIE"]
+
+[[train]]
+path = "{files['train']}"
+format = "kaggle-lmsys"
+source = "lmsys-kaggle"
+
+[test]
+format = "kaggle-lmsys"
+
+[submission]
+layout = "probabilities"
+columns = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+""")
+    config = tmp_path / "run.toml"
+    config.write_text(RUN.replace("COMP", str(comp)).replace("OUT", str(tmp_path / "out"))
+                      + f'\n[distill]\nteacher = "{teacher}"\nalpha = 0.7\nstudents = ["student"]\n')
+    messages = []
+    res = run(config, progress=False, say=messages.append)
+    assert any("distilled from tfidf" in m for m in messages)
+    html = res.report.read_text()
+    assert "Distillation (out of fold, human labels only)" in html
+    assert "student, distilled" in html and "student alone (not distilled)" in html
+    # the two students differ only by distillation: their out-of-fold logits differ
+    out = tmp_path / "out" / "cv"
+    a = pl.read_parquet(out / "alone" / "oof.parquet")
+    b = pl.read_parquet(out / "student" / "oof.parquet")
+    assert a["id"].to_list() == b["id"].to_list()
+    assert np.abs(a["logit_A"].to_numpy() - b["logit_A"].to_numpy()).max() > 1e-4
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config.read_text().replace('students = ["student"]', 'students = ["studnet"]'))
+    res = cli("run", bad)
+    assert res.code != 0 and "studnet" in res.err
+
+
+def test_run_trains_on_two_class_rows_and_stacks_three_class_ones(tmp_path):
+    from conftest import DATA, kaggle_files
+
+    from prefpred.run import run
+
+    files = kaggle_files(tmp_path, 400, 10)
+    comp = tmp_path / "comp.toml"
+    comp.write_text(f"""
+name = "mixed"
+description = "Kaggle rows and LLMBar's two-class pairs"
+metric = "log_loss"
+classes = ["A", "B", "TIE"]
+
+[[train]]
+path = "{files['train']}"
+format = "kaggle-lmsys"
+source = "lmsys-kaggle"
+
+[[train]]
+path = "{DATA / 'llmbar'}"
+format = "llmbar"
+source = "llmbar"
+
+[test]
+format = "kaggle-lmsys"
+
+[submission]
+layout = "probabilities"
+columns = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+""")
+    config = tmp_path / "run.toml"
+    config.write_text(RUN.replace("COMP", str(comp)).replace("OUT", str(tmp_path / "out")))
+    messages = []
+    res = run(config, progress=False, say=messages.append)
+    said = next(m for m in messages if m.startswith("stacking and calibration on the"))
+    three, two = map(int, re.findall(r"(\d+) t\w+-class rows", said))
+    assert 400 < two <= 419 and three > 250  # LLMBar rows sharing a held-out prompt leave too
+    sub = pl.read_csv(res.submission)
+    np.testing.assert_allclose(sub.select(pl.exclude("id")).sum_horizontal().to_numpy(), 1,
+                               atol=1e-6)
+    scores = json.loads((tmp_path / "out" / "cv" / "alone" / "scores.json").read_text())
+    llmbar = next(s for s in scores["scores"] if s["group"] == "llmbar")
+    assert llmbar["log_loss"] < 0.75  # scored on P(A) / (P(A) + P(B)): ln 2 is the coin

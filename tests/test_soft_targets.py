@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from test_tfidf import SMALL, synthetic
 
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import TIE, A, B
@@ -23,8 +24,6 @@ from prefpred.targets import (
     masked_log_softmax,
     teacher_mix,
 )
-
-from test_tfidf import SMALL, synthetic
 
 
 def random_targets(n: int, seed: int) -> Targets:
@@ -194,3 +193,28 @@ def test_teacher_mix_keeps_two_class_rows_tieless():
     np.testing.assert_allclose(mixed.probs.sum(1), 1)
     teacher = np.exp(masked_log_softmax(z / 2.0, t.allowed))
     np.testing.assert_allclose(mixed.probs, 0.4 * t.probs + 0.6 * np.where(t.allowed, teacher, 0))
+
+
+@pytest.mark.parametrize("name", ["blend", "logistic", "lgbm"])
+def test_stackers_fit_soft_targets_as_weighted_copies(name):
+    from prefpred.oof import OOFData
+    from prefpred.stack import make_stacker
+
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 3, n)
+    logits = {"m1": rng.normal(size=(n, 3)) + np.eye(3)[y], "m2": rng.normal(size=(n, 3))}
+    soft = np.full((n, 3), np.nan)
+    soft[:150] = rng.dirichlet(np.ones(3), 150)
+    data = OOFData(ids=[str(i) for i in range(n)], y=y, folds=np.arange(n) % 3,
+                   sources=np.array(["s"] * n), logits=logits, soft=soft)
+    probs = np.where(np.isnan(soft).any(1)[:, None], np.eye(3)[y], soft)
+    rows, classes, weights = expand_rows(Targets(probs, np.ones((n, 3), bool), np.ones(n)))
+    fitted = make_stacker(name).fit_data(data)
+    copies = make_stacker(name).fit({k: v[rows] for k, v in logits.items()}, classes, None,
+                                    weights, data.folds[rows])
+    np.testing.assert_allclose(fitted.predict_logits(logits), copies.predict_logits(logits),
+                               atol=1e-9)
+    plain = make_stacker(name).fit_data(OOFData(ids=data.ids, y=y, folds=data.folds,
+                                                sources=data.sources, logits=logits))
+    assert np.abs(fitted.predict_logits(logits) - plain.predict_logits(logits)).max() > 1e-6
