@@ -44,9 +44,9 @@ def main() -> None:
     from prefpred.data.folds import assign_folds
     from prefpred.data.formats import load_table
     from prefpred.data.table import PreferenceTable
-    from prefpred.data.votes import rebuild_labels, vote_counts
+    from prefpred.data.votes import rebuild_labels
     from prefpred.distill import Distillation, Teacher, TeacherModel, pseudo_folds
-    from prefpred.metrics import score
+    from prefpred.metrics import score, table_scoring
     from prefpred.models.base import build_model
     from prefpred.probabilities import softmax
     from prefpred.stages import run_cv
@@ -65,19 +65,13 @@ def main() -> None:
             parts.append(rebuild_labels(part, mode) if source in VOTED else part)
         return PreferenceTable.concat(parts)
 
-    def shares_of(table: PreferenceTable) -> np.ndarray:
-        counts = vote_counts(table)
-        out = np.full(counts.shape, np.nan)
-        several = counts.sum(1) > 1
-        out[several] = counts[several] / counts[several].sum(1, keepdims=True)
-        return out
-
     def scores(table, logits, label, seconds, note=""):
         y = table.labels()
         proba = softmax(logits)
         shared = np.isin(table.column("source").to_numpy(), comp_sources)
         kaggle = table.column("source").to_numpy() == "lmsys-kaggle"
-        soft = shares_of(table)
+        soft = table_scoring(table)["soft"]
+        soft = np.full((len(table), 3), np.nan) if soft is None else soft
         s_all = score(y[shared], proba[shared], soft=soft[shared])
         s_kag = score(y[kaggle], proba[kaggle])
         row = [label, int(shared.sum()), round(s_all["log_loss"], 4),

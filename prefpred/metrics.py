@@ -112,21 +112,27 @@ def score_by(y: np.ndarray, proba: np.ndarray, keys: Sequence[str], *, overall: 
 
 
 def table_scoring(table) -> dict[str, np.ndarray | None]:
-    """``allowed`` / ``soft`` keyword arguments of :func:`score_by` for a table's rows: None
-    when every row offered a tie / no row has a soft label, so scores keep their usual columns."""
+    """``allowed`` / ``soft`` keyword arguments of :func:`score_by` for a table's rows: the
+    classes each judgment offered (None when every row offered a tie) and the distribution to
+    score ``ce_soft`` against: the vote shares of rows with several votes, else the row's
+    ``soft_label`` (None when no row has either, so scores keep their usual columns)."""
+    from prefpred.data.votes import vote_counts
+
     tie = table.tie_allowed()
     allowed = None
     if not tie.all():
         allowed = np.ones((len(table), N_CLASSES), dtype=bool)
         allowed[:, TIE] = tie
-    soft = None
+    soft = np.full((len(table), N_CLASSES), np.nan)
     column = table.column("soft_label")
     if column.null_count() < len(table):
         present = ~column.is_null().to_numpy()
-        soft = np.full((len(table), N_CLASSES), np.nan)
         soft[present] = np.asarray(column.to_numpy()[present], dtype=np.float64).reshape(
             -1, N_CLASSES)
-    return {"allowed": allowed, "soft": soft}
+    counts = vote_counts(table)
+    several = counts.sum(1) > 1
+    soft[several] = counts[several] / counts[several].sum(1, keepdims=True)
+    return {"allowed": allowed, "soft": None if np.isnan(soft).all() else soft}
 
 
 def format_scores(table: pl.DataFrame, title: str | None = None) -> str:

@@ -218,3 +218,11 @@ def test_stackers_fit_soft_targets_as_weighted_copies(name):
     plain = make_stacker(name).fit_data(OOFData(ids=data.ids, y=y, folds=data.folds,
                                                 sources=data.sources, logits=logits))
     assert np.abs(fitted.predict_logits(logits) - plain.predict_logits(logits)).max() > 1e-6
+
+
+def test_inspect_counts_two_class_rows_votes_and_soft_labels(cli):
+    from conftest import DATA, PANDALM
+
+    out = cli("data", "inspect", DATA / "llmbar").out
+    assert "two-class rows (judged without a tie option): 419" in out
+    assert "votes per row: 3: 999 rows" in cli("data", "inspect", PANDALM).out

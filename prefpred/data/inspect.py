@@ -39,6 +39,10 @@ def describe(table: PreferenceTable) -> dict[str, Any]:
         "length_chars": length_pct,
         "languages": {str(k): int(v) for k, v in
                       df.group_by("language").len().sort("language").iter_rows()},
+        "two_class_rows": int((~df["tie_allowed"]).sum()),
+        "soft_label_rows": int(df.height - df["soft_label"].null_count()),
+        "votes": {str(k): int(v) for k, v in df.select(pl.col("votes").list.len().alias("n"))
+                  .drop_nulls().group_by("n").len().sort("n").iter_rows()},
         "weights": {"min": float(df["weight"].min()), "max": float(df["weight"].max()),
                     "mean": float(df["weight"].mean())},
         "quirks": dict(table.quirks.counts),
@@ -56,6 +60,13 @@ def render(info: dict[str, Any]) -> str:
     lines.append("sources: " + ", ".join(f"{k} {v}" for k, v in info["sources"].items()))
     lines.append("prompt turns: " + ", ".join(f"{k}: {v}" for k, v in info["turns"].items()))
     lines.append("languages: " + ", ".join(f"{k}: {v}" for k, v in info["languages"].items()))
+    if info["two_class_rows"]:
+        lines.append(f"two-class rows (judged without a tie option): {info['two_class_rows']}")
+    if info["soft_label_rows"]:
+        lines.append(f"rows with a soft label: {info['soft_label_rows']}")
+    if info["votes"]:
+        lines.append("votes per row: " + ", ".join(f"{k}: {v} rows"
+                                                   for k, v in info["votes"].items()))
     w = info["weights"]
     lines.append(f"sample weight: min {w['min']:.3g}, mean {w['mean']:.3g}, max {w['max']:.3g}")
     lines.append("length in characters: " + "  ".join(f"{q:>7}" for q in
