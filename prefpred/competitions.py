@@ -11,6 +11,7 @@ from pydantic import Field
 
 from prefpred.data.formats import FORMATS, load_table
 from prefpred.data.table import PreferenceTable
+from prefpred.data.votes import check_mode, rebuild_labels
 from prefpred.errors import ConfigError, DataError
 from prefpred.io import SAFE_NAME, safe_name
 from prefpred.labels import CLASSES
@@ -41,14 +42,17 @@ class DataSource:
     format: str
     source: str | None = None
     columns: dict[str, Any] | None = None
+    #: how labels are rebuilt from the rows' votes (prefpred.data.votes); None: as read
+    labels: str | None = None
 
     def resolve(self) -> Path:
         p = Path(self.path).expanduser()
         return p if p.is_absolute() else data_root() / p
 
     def load(self, strict: bool = False) -> PreferenceTable:
-        return load_table(self.resolve(), self.format, source=self.source, strict=strict,
-                          columns=self.columns)
+        table = load_table(self.resolve(), self.format, source=self.source, strict=strict,
+                           columns=self.columns)
+        return table if self.labels is None else rebuild_labels(table, self.labels)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class _Source(Schema):
     format: str
     source: str | None = None
     columns: dict[str, Any] | None = None
+    labels: str | None = None
 
 
 class _Submission(Schema):
@@ -149,7 +154,9 @@ def parse_competition(data: dict[str, Any], file: Path) -> Competition:
                 raise ConfigError(f"{file}: [[train]] #{i}: format {src.format!r} takes no "
                                   "columns table")
             fmt.column_map.with_overrides(src.columns, f"{file}: [[train]] #{i} columns")
-        train.append(DataSource(src.path, src.format, src.source, src.columns))
+        if src.labels is not None:
+            check_mode(src.labels, f"{file}: [[train]] #{i} labels")
+        train.append(DataSource(src.path, src.format, src.source, src.columns, src.labels))
     sub = spec.submission
     columns = tuple(sub.columns)
     if sub.layout == "probabilities" and len(columns) != 1 + len(classes):

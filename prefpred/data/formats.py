@@ -8,14 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from prefpred.data.mapped import ColumnMap, read_mapped
 from prefpred.data.raw import peek_columns
 from prefpred.data.sources.arena import KAGGLE_LMSYS, WSDM
 from prefpred.data.sources.benchmarks import AUTOJ, LLMEVAL2, llmeval2_transcripts
 from prefpred.data.sources.conversations import read_arena_conversations, read_trl_pairs
-from prefpred.data.sources.mtbench import read_mt_bench
+from prefpred.data.sources.hh_rlhf import looks_like_hh, read_hh_rlhf
+from prefpred.data.sources.llmbar import read_llmbar
+from prefpred.data.sources.mtbench import read_mt_bench, read_mt_bench_unjudged
 from prefpred.data.sources.pandalm import read_pandalm
-from prefpred.data.table import SCHEMA, PreferenceTable
+from prefpred.data.table import SCHEMA, PreferenceTable, Quirks
 from prefpred.errors import DataError
 from prefpred.labels import KAGGLE_COLUMNS
 
@@ -24,6 +28,11 @@ def read_canonical(path: str | Path, *, source: str | None = None, strict: bool 
                    ) -> PreferenceTable:
     """A table written by :meth:`PreferenceTable.write_parquet` (sources kept per row)."""
     return PreferenceTable.read_parquet(path)
+
+
+def no_tie_option(df: pl.DataFrame, quirks: Quirks) -> pl.DataFrame:
+    """Transform of the formats whose judgments offered no tie option (two-class rows)."""
+    return df.with_columns(tie_allowed=pl.lit(False))
 
 
 # --------------------------------------------------------------------------- registry
@@ -59,11 +68,18 @@ FORMATS: dict[str, Format] = {
         _mapped("kaggle-lmsys", "Kaggle LMSYS arena train/test.csv or the HF 55k parquet "
                 "(JSON turn lists, one-hot winner columns)", KAGGLE_LMSYS, "lmsys-kaggle"),
         _mapped("wsdm", "WSDM Cup multilingual arena (plain-text prompt/responses, winner "
-                "model_a/model_b, language)", WSDM, "wsdm"),
+                "model_a/model_b, language; no tie option)", WSDM, "wsdm", no_tie_option),
         Format("arena-conversations", "arena sets with conversation_a/_b message lists and "
                "winner (tie, both_bad, tie (bothbad))", read_arena_conversations, "arena"),
         Format("mt-bench", "FastChat MT-Bench human judgments + questions + model answers (folder)",
                read_mt_bench, "mt-bench-human"),
+        Format("mt-bench-unjudged", "MT-Bench model answers no human judged: every unjudged "
+               "pair of turn-1 answers, unlabelled, grouped by question (a folder)",
+               read_mt_bench_unjudged, "mt-bench-unjudged"),
+        Format("hh-rlhf", "Anthropic hh-rlhf chosen/rejected transcripts (.jsonl or .jsonl.gz; "
+               "two-class)", read_hh_rlhf, "hh-rlhf-harmless"),
+        Format("llmbar", "LLMBar dataset.json (input, output_1/2, label 1|2) or a folder of them "
+               "(two-class)", read_llmbar, "llmbar"),
         _mapped("autoj", "Auto-J pairwise test data (scenario, prompt, response 1/2, label "
                 "0/1/2)", AUTOJ, "autoj-pairwise"),
         Format("pandalm", "PandaLM test set (instruction, input, response1/2, annotator votes)",
@@ -85,12 +101,19 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if (path / "question.jsonl").exists():
             return "mt-bench"
+        if (path / "dataset.json").exists() or next(path.rglob("dataset.json"), None):
+            return "llmbar"
         raise DataError("cannot tell the format of this folder", file=path,
                         fix="pass --format")
     if path.name.startswith("human_judgments") or (path.parent / "question.jsonl").exists() and \
             path.name != "question.jsonl":
         return "mt-bench"
+    if path.name.lower().endswith(".jsonl.gz") or path.name.lower().endswith(".jsonl") \
+            and looks_like_hh(path):
+        return "hh-rlhf"
     cols = set(peek_columns(path))
+    if {"input", "output_1", "output_2", "label"} <= cols:
+        return "llmbar"
     if set(SCHEMA) <= cols:
         return "canonical"
     if {"conversation_a", "conversation_b"} <= cols:

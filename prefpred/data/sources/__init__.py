@@ -6,4 +6,6 @@ file needs.
 - :mod:`.pandalm`: PandaLM (three annotators per row)
 - :mod:`.conversations`: arena conversation sets and TRL chosen/rejected pairs
 - :mod:`.benchmarks`: Auto-J and LLMEval²
+- :mod:`.hh_rlhf`: Anthropic hh-rlhf chosen/rejected transcripts (two-class)
+- :mod:`.llmbar`: LLMBar ``dataset.json`` files (two-class)
 """

@@ -10,7 +10,7 @@ import polars as pl
 
 from prefpred.data.mapped import finish_table, require_columns
 from prefpred.data.raw import read_records
-from prefpred.data.table import PreferenceTable, Quirks, first_row
+from prefpred.data.table import VOTES, PreferenceTable, Quirks, first_row
 from prefpred.data.turns import decode_turns
 from prefpred.errors import DataError
 from prefpred.labels import TIE, A, B
@@ -20,6 +20,8 @@ def read_pandalm(path: str | Path, *, source: str = "pandalm", strict: bool = Fa
     """PandaLM test set: prompt = instruction + input; label = majority of three annotators
     (0 = tie, 1 = response1, 2 = response2); weight = share of annotators agreeing with it.
     Three-way disagreement gives a tie with weight 1/3. A bare ``NaN`` input counts as absent.
+    Every vote is kept in ``votes`` (judge = the column name, ``annotator1`` ...), so
+    :mod:`prefpred.data.votes` can rebuild the label as vote shares or Dawid-Skene posteriors.
     """
     path = Path(path)
     quirks = Quirks()
@@ -68,6 +70,9 @@ def read_pandalm(path: str | Path, *, source: str = "pandalm", strict: bool = Fa
         "label": pl.Series(label, dtype=pl.Int8),
         "weight": pl.Series(weight, dtype=pl.Float64),
         "language": pl.Series(["en"] * raw.height),
+        "votes": pl.Series([[{"judge": name, "label": int(v)} for name, v in zip(annot, row,
+                                                                               strict=True)]
+                            for row in to_class[votes]], dtype=VOTES),
     })
     if "cmp_key" in raw.columns:
         models = raw["cmp_key"].cast(pl.String).str.split_exact("_", 1)
