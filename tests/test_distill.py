@@ -189,6 +189,26 @@ method = "temperature"
 """
 
 
+def competition_file(tmp_path, sources) -> str:
+    """A competition TOML over (path, format, source) training sources, Kaggle's layout."""
+    train = "".join(f'\n[[train]]\npath = "{p}"\nformat = "{f}"\nsource = "{s}"\n'
+                    for p, f, s in sources)
+    path = tmp_path / "comp.toml"
+    path.write_text(f"""name = "small"
+description = "a test competition"
+metric = "log_loss"
+classes = ["A", "B", "TIE"]
+{train}
+[test]
+format = "kaggle-lmsys"
+
+[submission]
+layout = "probabilities"
+columns = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+""")
+    return path
+
+
 def test_run_distils_the_students_and_reports_them_beside_the_teacher(cli, tmp_path):
     from conftest import kaggle_files
 
@@ -201,25 +221,7 @@ def test_run_distils_the_students_and_reports_them_beside_the_teacher(cli, tmp_p
                     "-p", "max_iter=50"]
     assert cli("cv", *teacher_args).code == 0
     teacher = tmp_path / "runs" / "lmsys-chatbot-arena" / "tfidf"
-    comp = tmp_path / "comp.toml"
-    comp.write_text(f"""
-name = "small"
-description = "400 Kaggle rows"
-metric = "log_loss"
-classes = ["A", "B", "TIE"]
-
-[[train]]
-path = "{files['train']}"
-format = "kaggle-lmsys"
-source = "lmsys-kaggle"
-
-[test]
-format = "kaggle-lmsys"
-
-[submission]
-layout = "probabilities"
-columns = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
-""")
+    comp = competition_file(tmp_path, [(files["train"], "kaggle-lmsys", "lmsys-kaggle")])
     config = tmp_path / "run.toml"
     config.write_text(RUN.replace("COMP", str(comp)).replace("OUT", str(tmp_path / "out"))
                       + f'\n[distill]\nteacher = "{teacher}"\nalpha = 0.7\nstudents = ["student"]\n')
@@ -247,30 +249,8 @@ def test_run_trains_on_two_class_rows_and_stacks_three_class_ones(tmp_path):
     from prefpred.run import run
 
     files = kaggle_files(tmp_path, 400, 10)
-    comp = tmp_path / "comp.toml"
-    comp.write_text(f"""
-name = "mixed"
-description = "Kaggle rows and LLMBar's two-class pairs"
-metric = "log_loss"
-classes = ["A", "B", "TIE"]
-
-[[train]]
-path = "{files['train']}"
-format = "kaggle-lmsys"
-source = "lmsys-kaggle"
-
-[[train]]
-path = "{DATA / 'llmbar'}"
-format = "llmbar"
-source = "llmbar"
-
-[test]
-format = "kaggle-lmsys"
-
-[submission]
-layout = "probabilities"
-columns = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
-""")
+    comp = competition_file(tmp_path, [(files["train"], "kaggle-lmsys", "lmsys-kaggle"),
+                                       (DATA / "llmbar", "llmbar", "llmbar")])
     config = tmp_path / "run.toml"
     config.write_text(RUN.replace("COMP", str(comp)).replace("OUT", str(tmp_path / "out")))
     messages = []
