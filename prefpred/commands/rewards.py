@@ -47,6 +47,10 @@ def fit_command(
     tie_rate: Annotated[float | None, typer.Option(
         "--tie-rate", help="Fix P(tie) at equal rewards instead of learning it (needed when the labels have "
              "no ties; rao-kupper and davidson only).")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="A reward model folder from `prefpred train-reward`: its tie model "
+        "starts from the trained tie parameter, is compared as it is ('as-trained'), and gives "
+        "the tie rate when the labels have no ties.")] = None,
 ) -> None:
     """Fit every tie model, compare them out of fold, save them; the best becomes the default."""
     from prefpred.io import check_output
@@ -54,10 +58,12 @@ def fit_command(
     from prefpred.rewards.calibrate import fit_reward_calibration
     from prefpred.rewards.io import read_scores
 
-    check_output(out, inputs=[scores], folder=True, what="--out")
+    check_output(out, inputs=[scores, *([init_from] if init_from else [])], folder=True,
+                 what="--out")
     data = read_scores(scores, require_labels=True, features=_features(feature))
     result = fit_reward_calibration(data, out, model=model, n_folds=folds, seed=seed,
-                                    position_bias=position_bias, tie_rate=tie_rate)
+                                    position_bias=position_bias, tie_rate=tie_rate,
+                                    init_from=init_from)
     typer.echo(format_scores(result.scores, title=f"{scores.name}: {len(data)} pairs, "
                              f"{folds}-fold out-of-fold scores"))
     params = ", ".join(f"{k}={v:.4g}" for k, v in result.model.params_.items())
@@ -103,8 +109,10 @@ def score_rewards_command(
                                       "reward_b, source, group[, label].")],
     format: Format = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per conversation "
-                                            "(truncated from the left).")] = 2048,
+    max_length: Annotated[int | None, typer.Option(
+        "--max-length", min=8, help="Tokens per conversation (truncated from the left; default: "
+        "the length a train-reward model was trained with, else 2048; at most the model's "
+        "positions).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: "
                                                "cuda when available).")] = None,
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",

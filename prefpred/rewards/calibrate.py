@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from prefpred.errors import ConfigError, DataError
+from prefpred.errors import ConfigError, DataError, notice
 from prefpred.io import atomic_paths
+from prefpred.labels import TIE
 from prefpred.metrics import score
 from prefpred.probabilities import softmax
 from prefpred.rewards.io import RewardScores
@@ -36,6 +37,8 @@ from prefpred.rewards.models import (
 )
 
 CALIBRATOR_FILE = "calibrator.json"
+#: The comparison row of a ``--init-from`` reward model's own tie likelihood, not refitted.
+AS_TRAINED = "as-trained"
 REPORT_FILE = "report.json"
 
 
@@ -57,6 +60,7 @@ def fit_reward_calibration(
     seed: int = 0,
     position_bias: bool = True,
     tie_rate: float | None = None,
+    init_from: str | Path | None = None,
 ) -> RewardCalibration:
     """Compare tie models out of fold, refit them on all rows, save them, return the chosen one.
 
@@ -64,9 +68,18 @@ def fit_reward_calibration(
     fits and keeps only that one (the comparison table still lists the baselines).
     ``tie_rate`` fixes P(TIE) at equal rewards instead of learning it (needed when the labels
     have no ties; the multinomial model, which learns its tie odds, is then left out).
+    ``init_from``: a reward model folder written by ``prefpred train-reward`` with a tie-aware
+    loss: its tie model starts from the trained parameters (scale 1, no position bias, the
+    learned tie parameter), the trained model as it is joins the comparison (``as-trained``),
+    and labels without ties take the trained tie rate.
     """
     if scores.y is None:
         raise DataError("no labels to fit on", file=scores.file, column="label")
+    trained = _trained_tie_model(init_from) if init_from is not None else None
+    if trained is not None and tie_rate is None and not (scores.y == TIE).any():
+        tie_rate = trained["rate"]
+        notice(f"no ties among the labels: P(tie) at equal rewards is fixed at {tie_rate:.4g}, "
+               f"the rate {init_from} was trained with")
     if model != "auto":
         if model not in TIE_MODELS:
             raise ConfigError(f"unknown tie model {model!r}; choose auto or one of "
@@ -82,6 +95,8 @@ def fit_reward_calibration(
     oof = oof_tie_scores(scores.margin, y, folds, models=candidates, features=scores.features,
                          feature_names=scores.feature_names, position_bias=position_bias,
                          sample_weight=scores.weights, tie_rate=tie_rate)
+    if trained is not None:  # the trained likelihood as it is: what calibration adds to it
+        oof[AS_TRAINED] = {"logits": trained["model"].predict_logits(scores.margin)}
     rows = []
     for name, res in oof.items():
         s = score(y, softmax(res["logits"]))
@@ -95,13 +110,18 @@ def fit_reward_calibration(
         params = tie_model_params(name, position_bias=position_bias,
                                   feature_names=scores.feature_names, tie_rate=tie_rate)
         fitted[name] = make_tie_model(name, **params)
+        start = ({"init": trained["model"].coef_}
+                 if trained is not None and trained["model"].name == name else {})
         fitted[name].fit(scores.margin, y, scores.weights,
-                         scores.features if "features" in params else None)
+                         scores.features if "features" in params else None, **start)
     table = table.with_columns((pl.col("model") == chosen).alias("chosen")).drop("tie_model")
     if out_dir is not None:
         out = Path(out_dir)
         meta = {"scores_file": str(scores.file), "rows": len(scores), "n_folds": n_folds,
                 "seed": seed}
+        if trained is not None:
+            meta["init_from"] = {"folder": str(init_from), "model": trained["model"].name,
+                                 "params": trained["model"].params_}
         report = {
             **meta, "chosen": chosen, "grouped_folds": scores.groups is not None,
             "scores": table.to_dicts(),
@@ -119,6 +139,22 @@ def fit_reward_calibration(
                 tmp.write_text(text, encoding="utf-8")
     return RewardCalibration(chosen, fitted[chosen], table,
                              Path(out_dir) if out_dir is not None else None)
+
+
+def _trained_tie_model(folder: str | Path) -> dict:
+    """The tie model a ``prefpred train-reward`` folder was trained with (scale 1, no position
+    bias, its tie parameter) and its P(TIE) at equal rewards."""
+    from prefpred.rewards.losses import tie_rate
+    from prefpred.rewards.train import read_reward_info
+
+    info = read_reward_info(folder)
+    if info["loss"] == "bt":
+        raise ConfigError(f"--init-from {folder}: trained with the bt loss, which has no tie "
+                          "parameter to start from; fit without --init-from")
+    model = make_tie_model(info["loss"], position_bias=False)
+    model.coef_ = np.array([1.0, 0.0, float(info["tie_parameter"]["value"])])
+    model._check_state()
+    return {"model": model, "rate": tie_rate(info["loss"], float(model.coef_[2]))}
 
 
 def resolve_model_path(path: str | Path, name: str | None = None) -> Path:

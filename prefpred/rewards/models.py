@@ -137,8 +137,11 @@ class TieModel(SavedEstimator):
                 raise ValueError(f"{name} = {value:g} is outside [{lo}, {hi}]")
 
     def fit(self, margin: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            features: np.ndarray | None = None) -> TieModel:
-        """Maximum likelihood (L-BFGS-B with analytic gradients, on standardised inputs)."""
+            features: np.ndarray | None = None, init: np.ndarray | None = None) -> TieModel:
+        """Maximum likelihood (L-BFGS-B with analytic gradients, on standardised inputs).
+
+        ``init``: raw coefficients to start from (e.g. a reward model's trained tie parameter,
+        with scale 1 and no position bias), clipped into the bounds."""
         m, y, w, x = _check(margin, y, sample_weight, features, self.n_features)
         if w.sum() <= 0:
             raise ValueError("sample weights sum to zero")
@@ -153,6 +156,10 @@ class TieModel(SavedEstimator):
         scales = np.array([_scale(m), *[_scale(c) for c in x.T]])
         ms, xs = m / scales[0], x / scales[1:]
         theta0 = self._initial(ms, y, w, xs)
+        if init is not None:
+            lo = [-np.inf if b[0] is None else b[0] for b in self._bounds()]
+            hi = [np.inf if b[1] is None else b[1] for b in self._bounds()]
+            theta0 = np.clip(self._from_raw(np.asarray(init, dtype=np.float64), scales), lo, hi)
         res = self._minimise(theta0, (ms, xs, y, w), 0.0)
         mask = self._ridge_mask()
         if mask.any() and np.abs(res.x[mask]).max() > RUNAWAY:

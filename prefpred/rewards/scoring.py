@@ -9,6 +9,7 @@ length, and scored. The output feeds ``prefpred calibrate-rewards fit`` directly
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,57 @@ def conversation(prompt: list[str], response: list[str]) -> list[dict[str, str]]
     return messages
 
 
+#: The plain rendering below as a chat template: ``prefpred train-reward`` gives it to a
+#: tokenizer that has none (an encoder's), so the saved reward model renders the same text
+#: through ``apply_chat_template`` with plain transformers.
+PLAIN_CHAT_TEMPLATE = ("{% for m in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}"
+                       "{{ m['role'] | capitalize }}: {{ m['content'] }}{% endfor %}")
+
+
 def render_conversation(tokenizer, messages: list[dict[str, str]]) -> str:
     """The tokenizer's chat template, or plain ``User:`` / ``Assistant:`` blocks without one."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False)
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def side_texts(tokenizer, table: PreferenceTable, column: str) -> list[str]:
+    """The rendered conversation (prompt, ``column``'s response) of every pair: what a reward
+    model scores, in scoring and in ``prefpred train-reward`` alike."""
+    prompts = table.column("prompt").to_list()
+    return [render_conversation(tokenizer, conversation(p, r))
+            for p, r in zip(prompts, table.column(column).to_list(), strict=True)]
+
+
+def encode_for_reward(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of rendered texts as a reward model sees them: no special tokens added (a chat
+    template brings its own), truncated from the left (the end of the response is kept)."""
+    before = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        return tokenizer(texts, add_special_tokens=False, truncation=True,
+                         max_length=max_length)["input_ids"]
+    finally:
+        tokenizer.truncation_side = before
+
+
+def length_limit(tokenizer, model, max_length: int | None, model_path: str | Path | None = None
+                 ) -> int:
+    """Tokens per text: ``max_length``, else the length a ``prefpred train-reward`` model was
+    trained with (its prefpred_reward.json), else 2048; never beyond the model's positions."""
+    if max_length is None and model_path is not None:
+        info = Path(model_path) / "prefpred_reward.json"
+        if info.is_file():
+            import json
+
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                max_length = int(json.loads(info.read_text(encoding="utf-8"))["max_length"])
+    limit = max_length or 2048
+    for cap in (getattr(model.config, "max_position_embeddings", None),
+                getattr(tokenizer, "model_max_length", None)):
+        if isinstance(cap, int) and 8 <= cap < 1_000_000:
+            limit = min(limit, cap)
+    return limit
 
 
 def load_reward_model(path: str | Path, *, device: str | None = None, dtype: str = "auto"):
@@ -80,8 +127,7 @@ def score_texts(tokenizer, model, texts: list[str], *, device: str = "cpu", batc
     import torch
     from rich.progress import Progress
 
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
-    ids = encoded["input_ids"]
+    ids = encode_for_reward(tokenizer, texts, max_length)
     order = np.argsort([len(x) for x in ids], kind="stable")[::-1]
     out = np.empty(len(texts))
     with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
@@ -97,15 +143,14 @@ def score_texts(tokenizer, model, texts: list[str], *, device: str = "cpu", batc
 
 
 def score_pairs(model_path: str | Path, table: PreferenceTable, *, batch_size: int = 8,
-                max_length: int = 2048, device: str | None = None, dtype: str = "auto",
+                max_length: int | None = 2048, device: str | None = None, dtype: str = "auto",
                 progress: bool = True) -> pl.DataFrame:
-    """id, reward_a, reward_b, source, group (and label as A/B/TIE when the table has labels)."""
+    """id, reward_a, reward_b, source, group (and label as A/B/TIE when the table has labels).
+
+    ``max_length=None``: see :func:`length_limit`."""
     tokenizer, model, device = load_reward_model(model_path, device=device, dtype=dtype)
-    prompts = table.column("prompt").to_list()
-    texts = []
-    for col in ("response_a", "response_b"):
-        texts += [render_conversation(tokenizer, conversation(p, r))
-                  for p, r in zip(prompts, table.column(col).to_list(), strict=True)]
+    max_length = length_limit(tokenizer, model, max_length, model_path)
+    texts = side_texts(tokenizer, table, "response_a") + side_texts(tokenizer, table, "response_b")
     rewards = score_texts(tokenizer, model, texts, device=device, batch_size=batch_size,
                           max_length=max_length, progress=progress)
     n = len(table)
