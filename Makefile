@@ -37,9 +37,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/bench_reward_calibration.py
+	$(BIN)/python benchmarks/bench_judges.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_feature_models.py
 	nice -n 10 $(BIN)/python benchmarks/bench_backbone_cpu.py
+	nice -n 10 $(BIN)/python benchmarks/bench_train_reward.py
 	$(BIN)/python benchmarks/bench_bundle.py --run runs/demo
 
 # On a GPU machine (no GPU: `--smoke` checks the script on the CPU without recording).
