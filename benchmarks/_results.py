@@ -57,7 +57,10 @@ def append_result(section: str, columns: list[str], rows: list[list], command: s
         nxt = re.search(r"\n## ", text[start + len(heading):])
         end = start + len(heading) + nxt.start() + 1 if nxt else len(text)
         section_text = text[start:end].rstrip("\n")
-        if header not in section_text:  # columns changed: start a new table in this section
+        if f"Command: `{command}`" not in section_text:  # another command: its own table
+            section_text += (f"\n\nCommand: `{command}`\n" + (f"\n{note}\n" if note else "")
+                             + "\n" + header + "\n" + rule)
+        elif header not in section_text:  # columns changed: start a new table in this section
             section_text += "\n\n" + header + "\n" + rule
         section_text += "\n" + "\n".join(lines) + "\n"
         text = text[:start] + section_text + ("\n" + text[end:] if nxt else "")

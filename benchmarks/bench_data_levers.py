@@ -74,8 +74,8 @@ def main() -> None:
         soft = np.full((len(table), 3), np.nan) if soft is None else soft
         s_all = score(y[shared], proba[shared], soft=soft[shared])
         s_kag = score(y[kaggle], proba[kaggle])
-        row = [label, int(shared.sum()), round(s_all["log_loss"], 4),
-               round(s_kag["log_loss"], 4), round(s_all["ce_soft"], 4), round(seconds), note]
+        row = [label, int(shared.sum()), f"{s_all['log_loss']:.4f}", f"{s_kag['log_loss']:.4f}",
+               f"{s_all['ce_soft']:.4f}", round(seconds), note]
         print(row, flush=True)
         return row
 
