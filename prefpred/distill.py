@@ -350,6 +350,34 @@ class Distillation:
                                        np.ones(len(self.pseudo), dtype=bool))
         return self._train(table, self.logits.outer, pseudo)
 
+    def side_by_side(self, table: PreferenceTable, student, alone: Path | None = None) -> str:
+        """One line each: the teacher (refitted, out of fold), the student alone (its ``prefpred
+        cv`` folder, when there is one for the same data) and the student distilled."""
+        from prefpred.metrics import score_by, table_scoring
+        from prefpred.probabilities import softmax
+        from prefpred.stages import folds_digest
+
+        def overall(logits: np.ndarray) -> float:
+            frame = score_by(table.labels(), softmax(logits), table.column("source").to_numpy(),
+                             **table_scoring(table))
+            return float(frame.filter(pl.col("group") == "ALL")["log_loss"][0])
+
+        lines = [f"teacher {self.teacher.name} (refitted, out of fold): log loss "
+                 f"{overall(self.logits.outer):.4f}"]
+        if alone is not None and (alone / "cv_key.json").is_file():
+            try:  # only a run on the same rows and folds, without a teacher, compares
+                key = json.loads((alone / "cv_key.json").read_text(encoding="utf-8"))
+                data = json.loads((alone / "scores.json").read_text(encoding="utf-8"))
+                same = (key.get("table") == table.fingerprint() and "extra" not in key
+                        and key.get("folds") == folds_digest(self.folds))
+                ll = next(s["log_loss"] for s in data["scores"] if s["group"] == "ALL")
+                if same:
+                    lines.append(f"student alone ({alone}): log loss {ll:.4f}")
+            except (OSError, ValueError, KeyError, StopIteration, TypeError):
+                pass
+        lines.append(f"student distilled: log loss {student.log_loss:.4f}")
+        return "\n".join(lines)
+
     def summary(self) -> str:
         targets = ("nested teacher targets" if self.nested
                    else "LEAKY out-of-fold teacher targets")

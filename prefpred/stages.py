@@ -64,12 +64,17 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def folds_digest(folds: np.ndarray) -> str:
+    """A short digest of a fold assignment (in CV keys)."""
+    return hashlib.sha256(np.asarray(folds, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
 def _cv_key(name: str, params: dict[str, Any], fingerprint: str, folds: np.ndarray) -> dict:
     return {
         "model": name,
         "params": json.loads(json.dumps(params, sort_keys=True, default=str)),
         "table": fingerprint,
-        "folds": hashlib.sha256(np.asarray(folds, dtype=np.int64).tobytes()).hexdigest()[:16],
+        "folds": folds_digest(folds),
     }
 
 

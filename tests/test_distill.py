@@ -129,6 +129,10 @@ def test_teacher_is_read_from_a_cv_folder_and_its_oof_file(cli, tmp_path):
     res = cli("cv", *args, "--teacher", folder, "--distill-alpha", "0.5")
     assert res.code == 0, res.err
     assert "distilled from tfidf" in res.out
+    alone = json.loads((folder / "scores.json").read_text())["scores"][-1]["log_loss"]
+    assert f"student alone ({folder}): log loss {alone:.4f}" in res.out
+    assert re.search(r"teacher tfidf \(refitted, out of fold\): log loss \d\.\d{4}", res.out)
+    assert re.search(r"student distilled: log loss \d\.\d{4}", res.out)
     student = tmp_path / "runs" / "lmsys-chatbot-arena" / "tfidf-distilled"
     record = json.loads((student / "scores.json").read_text())
     assert record["extra"]["alpha"] == 0.5 and record["extra"]["nested"] is True
@@ -237,6 +241,10 @@ def test_run_distils_the_students_and_reports_them_beside_the_teacher(cli, tmp_p
     b = pl.read_parquet(out / "student" / "oof.parquet")
     assert a["id"].to_list() == b["id"].to_list()
     assert np.abs(a["logit_A"].to_numpy() - b["logit_A"].to_numpy()).max() > 1e-4
+    # the run folder is itself a teacher: its base models and its stacker, refitted
+    stacked = read_teacher(tmp_path / "out")
+    assert [m.label for m in stacked.models] == ["alone", "student"]
+    assert [m.model for m in stacked.models] == ["tfidf", "tfidf"] and stacked.stacker == "blend"
     bad = tmp_path / "bad.toml"
     bad.write_text(config.read_text().replace('students = ["student"]', 'students = ["studnet"]'))
     res = cli("run", bad)

@@ -81,6 +81,8 @@ def cv_command(
     if distill is not None and not distill.nested:
         title += " (leaky teacher targets)"
     typer.echo(format_scores(result.scores, title=title))
+    if distill is not None:
+        typer.echo(distill.side_by_side(table, result, run_dir / comp.name / model))
     typer.echo(f"out-of-fold logits: {result.run_dir / 'oof.parquet'}")
 
 
