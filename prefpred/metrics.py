@@ -114,8 +114,10 @@ def score_by(y: np.ndarray, proba: np.ndarray, keys: Sequence[str], *, overall: 
 def table_scoring(table) -> dict[str, np.ndarray | None]:
     """``allowed`` / ``soft`` keyword arguments of :func:`score_by` for a table's rows: the
     classes each judgment offered (None when every row offered a tie) and the distribution to
-    score ``ce_soft`` against: the vote shares of rows with several votes, else the row's
-    ``soft_label`` (None when no row has either, so scores keep their usual columns)."""
+    score ``ce_soft`` against: the vote shares of rows with several votes, and the
+    ``soft_label`` of rows that have one but no votes behind it (a rebuilt label, e.g. a
+    Dawid-Skene posterior, is not scored against itself); None when no row has either, so
+    scores keep their usual columns."""
     from prefpred.data.votes import vote_counts
 
     tie = table.tie_allowed()
@@ -124,12 +126,12 @@ def table_scoring(table) -> dict[str, np.ndarray | None]:
         allowed = np.ones((len(table), N_CLASSES), dtype=bool)
         allowed[:, TIE] = tie
     soft = np.full((len(table), N_CLASSES), np.nan)
+    counts = vote_counts(table)
     column = table.column("soft_label")
-    if column.null_count() < len(table):
-        present = ~column.is_null().to_numpy()
+    if column.null_count() < len(table):  # a soft label given as data (no votes behind it)
+        present = ~column.is_null().to_numpy() & (counts.sum(1) == 0)
         soft[present] = np.asarray(column.to_numpy()[present], dtype=np.float64).reshape(
             -1, N_CLASSES)
-    counts = vote_counts(table)
     several = counts.sum(1) > 1
     soft[several] = counts[several] / counts[several].sum(1, keepdims=True)
     return {"allowed": allowed, "soft": None if np.isnan(soft).all() else soft}

@@ -226,3 +226,19 @@ def test_inspect_counts_two_class_rows_votes_and_soft_labels(cli):
     out = cli("data", "inspect", DATA / "llmbar").out
     assert "two-class rows (judged without a tie option): 419" in out
     assert "votes per row: 3: 999 rows" in cli("data", "inspect", PANDALM).out
+
+
+def test_soft_scoring_targets_are_the_votes_not_a_label_rebuilt_from_them():
+    from prefpred.metrics import table_scoring
+
+    votes = [[{"judge": "a", "label": A}, {"judge": "b", "label": A}, {"judge": "c", "label": TIE}],
+             [{"judge": "a", "label": B}], None, None]
+    table = PreferenceTable.from_frame(pl.DataFrame({
+        "id": list("wxyz"), "prompt": [["p"]] * 4, "response_a": [["r"]] * 4,
+        "response_b": [["s"]] * 4, "label": [A, B, TIE, A], "votes": votes,
+        "soft_label": [[0.9, 0.0, 0.1], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8], None]}))
+    soft = table_scoring(table)["soft"]
+    np.testing.assert_allclose(soft[0], [2 / 3, 0, 1 / 3])  # the votes, not the soft label
+    assert np.isnan(soft[1]).all() and np.isnan(soft[3]).all()  # one vote / nothing to score
+    np.testing.assert_allclose(soft[2], [0.1, 0.1, 0.8])  # a soft label given as data
+    assert table_scoring(synthetic(5, 0))["soft"] is None
