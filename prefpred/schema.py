@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefpred.errors import ConfigError
 
+T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -129,3 +130,26 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: invalid TOML ({' '.join(str(err).split())})") from None
+
+
+def dataclass_from_params(cls: type[T], params: Mapping[str, Any], what: str,
+                          file: str | Path | None = None) -> T:
+    """A (pydantic-checked) dataclass from a parameter mapping: an unknown key names the closest
+    known one, a wrong value is one line (``what``: e.g. "backbone parameter")."""
+    import dataclasses
+
+    from pydantic import TypeAdapter
+
+    head = f"{file}: " if file is not None else ""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"{head}unknown {what} {unknown[0]!r}{closest(unknown[0], known)}; "
+                          f"known: {sorted(known)}")
+    try:
+        return TypeAdapter(cls).validate_python(dict(params))
+    except ValidationError as err:
+        raise config_error(err, cls, file, what) from None
+    except ConfigError as err:
+        raise ConfigError(f"{head}{err}") from None
+

@@ -121,22 +121,9 @@ class RewardConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any], file: str | Path | None = None
                     ) -> RewardConfig:
-        from pydantic import TypeAdapter, ValidationError
+        from prefpred.schema import dataclass_from_params
 
-        from prefpred.schema import closest, config_error
-
-        head = f"{file}: " if file is not None else ""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ConfigError(f"{head}unknown train-reward parameter {unknown[0]!r}"
-                              f"{closest(unknown[0], known)}; known: {sorted(known)}")
-        try:
-            return TypeAdapter(cls).validate_python(dict(params))
-        except ValidationError as err:
-            raise config_error(err, cls, file, "train-reward parameter") from None
-        except ConfigError as err:
-            raise ConfigError(f"{head}{err}") from None
+        return dataclass_from_params(cls, params, "train-reward parameter", file)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,17 +176,12 @@ def load_classifier(source: BackboneSource, cfg: RewardConfig, device: torch.dev
                     *, quantized: bool | None = None, dtype: torch.dtype | None = None):
     """A frozen one-output sequence classifier on the backbone (a new head), and whether the
     backbone is an encoder."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    from prefpred.hf import check_model_folder, from_pretrained
+    from prefpred.hf import from_pretrained
 
     bcfg = cfg.backbone_config()
-    kwargs: dict[str, Any] = dict(cfg.extra)
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    check_model_folder(source.path, ("config", "weights"), gguf_file=source.gguf_file,
-                       what="backbone")
-    hf_config = from_pretrained(AutoConfig, source.path, what="backbone config", **kwargs)
+    kwargs, hf_config = network.backbone_config(cfg, source)
     encoder = network.is_encoder(hf_config)
     quantized = cfg.finetune == "qlora" if quantized is None else quantized
     if dtype is None:

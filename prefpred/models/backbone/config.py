@@ -236,19 +236,9 @@ class BackboneConfig:
     def from_params(cls, params: dict[str, Any]) -> BackboneConfig:
         """Checked parameters (types by pydantic, ranges by ``__post_init__``): an unknown key
         names the closest known one; a wrong type is one line."""
-        from pydantic import TypeAdapter, ValidationError
+        from prefpred.schema import dataclass_from_params
 
-        from prefpred.schema import closest, config_error
-
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown backbone parameter {unknown[0]!r}"
-                              f"{closest(unknown[0], known)}; known: {sorted(known)}")
-        try:
-            return TypeAdapter(cls).validate_python(dict(params))
-        except ValidationError as err:
-            raise config_error(err, cls, None, "backbone parameter") from None
+        return dataclass_from_params(cls, params, "backbone parameter")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

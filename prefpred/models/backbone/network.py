@@ -221,6 +221,19 @@ def gpu_attention(hf_config) -> str | None:
     return None
 
 
+def backbone_config(cfg, source) -> tuple[dict[str, Any], Any]:
+    """The keyword arguments every ``from_pretrained`` of the backbone takes (``extra``, the GGUF
+    file) and its checked Hugging Face config."""
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = dict(cfg.extra)
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    check_model_folder(source.path, ("config", "weights"), gguf_file=source.gguf_file,
+                       what="backbone")
+    return kwargs, from_pretrained(AutoConfig, source.path, what="backbone config", **kwargs)
+
+
 def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.device,
                   precision: str | None = None) -> tuple[nn.Module, BackboneInfo]:
     """The bare backbone (``AutoModel``, no LM head) on ``device``, frozen, and what it is.
@@ -229,14 +242,9 @@ def load_backbone(source: BackboneSource, cfg: BackboneConfig, device: torch.dev
     inference they follow ``precision``: bf16 weights for bf16; fp32 weights under fp16
     autocast (the residual stream, norms and Gemma-2's soft-capping stay in fp32) and for fp32;
     or, with ``cfg.load_in``, 8- or 4-bit weights (bitsandbytes, CUDA only)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    kwargs: dict[str, Any] = dict(cfg.extra)
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    check_model_folder(source.path, ("config", "weights"), gguf_file=source.gguf_file,
-                       what="backbone")
-    hf_config = from_pretrained(AutoConfig, source.path, what="backbone config", **kwargs)
+    kwargs, hf_config = backbone_config(cfg, source)
     encoder = is_encoder(hf_config)
     bf16 = use_bf16(cfg, device) if precision is None else precision == "bf16"
     half = bf16 and cfg.finetune in ("lora", "frozen", "qlora")
