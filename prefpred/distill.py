@@ -151,12 +151,19 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _cached(path: Path | None, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]
-            ) -> dict[str, np.ndarray]:
+def _cached(path: Path | None, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]],
+            shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """``compute()`` (arrays of ``shapes``), saved at ``path`` with its key and read back while
+    the key matches and the arrays have those shapes and finite values."""
     from prefpred.io import atomic_path, read_back
 
+    def fits(z: dict[str, np.ndarray]) -> bool:
+        return all(name in z and z[name].shape == shape and np.isfinite(z[name]).all()
+                   for name, shape in shapes.items())
+
     if path is not None:
-        saved = read_back(path, lambda p: dict(np.load(p)), "a teacher fit")
+        saved = read_back(path, lambda p: dict(np.load(p, allow_pickle=False)), "a teacher fit",
+                          check=fits)
         if saved is not None and str(saved.pop("key", "")) == _digest(key):
             return saved
     out = compute()
@@ -204,7 +211,9 @@ def teacher_logits(teacher: Teacher, table: PreferenceTable, folds: np.ndarray, 
             key = {**base_key, "model": [spec.model, spec.params], "held": j, "excluded": k}
             name = f"{spec.label}_{j}" + ("" if k is None else f"_without_{k}")
             base[spec.label][(j, k)] = _cached(
-                None if cache is None else cache / f"{name}.npz", key, compute)
+                None if cache is None else cache / f"{name}.npz", key, compute,
+                {"rows": (int(held.sum()), N_CLASSES),
+                 "extra": (int(held_extra.sum()) if extra is not None else 0, N_CLASSES)})
         if say is not None:
             say(f"teacher {spec.label}: {len(splits)} fits ready")
     if teacher.stacker is None:

@@ -272,3 +272,19 @@ def test_run_trains_on_two_class_rows_and_stacks_three_class_ones(tmp_path):
     scores = json.loads((tmp_path / "out" / "cv" / "alone" / "scores.json").read_text())
     llmbar = next(s for s in scores["scores"] if s["group"] == "llmbar")
     assert llmbar["log_loss"] < 0.75  # scored on P(A) / (P(A) + P(B)): ln 2 is the coin
+
+
+def test_a_damaged_teacher_cache_is_refitted_not_trusted(data, tmp_path):
+    table, folds = data
+    teacher = Teacher("plain", (TFIDF,))
+    first = Distillation(teacher, nested=False).prepare(table, folds, tmp_path)
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 4
+    with np.load(files[0]) as z:
+        saved = dict(z)
+    saved["rows"] = saved["rows"][:3]  # wrong shape
+    with open(files[0], "wb") as fh:
+        np.savez(fh, **saved)
+    files[1].write_bytes(b"not an npz")
+    again = Distillation(teacher, nested=False).prepare(table, folds, tmp_path)
+    np.testing.assert_array_equal(first.logits.outer, again.logits.outer)
