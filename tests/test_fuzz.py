@@ -443,3 +443,94 @@ def test_submit_on_mutated_training_files_writes_a_valid_file_or_nothing(tmp_pat
         assert not out.exists() and not (folder / "out").exists()
 
     check()
+
+
+def _hh_records(n: int = 10) -> list[dict]:
+    import gzip
+
+    from conftest import DATA
+
+    with gzip.open(DATA / "hh-rlhf-harmless" / "test.jsonl.gz", "rt", encoding="utf-8") as fh:
+        return [json.loads(next(fh)) for _ in range(n)]
+
+
+def _llmbar_records(n: int = 10) -> list[dict]:
+    from conftest import DATA
+
+    return json.loads((DATA / "llmbar" / "Natural" / "dataset.json").read_text("utf-8"))[:n]
+
+
+@pytest.mark.parametrize("kind", ["hh-rlhf", "llmbar"])
+def test_two_class_readers(tmp_path_factory, kind):
+    """Two-class readers: a valid table with no TIE label and no tie allowed, or one line."""
+    from prefpred.data.formats import load_table
+
+    records, name = ((_hh_records(), "h.jsonl") if kind == "hh-rlhf"
+                     else (_llmbar_records(), "dataset.json"))
+
+    @FUZZ
+    @given(case=mutated(records))
+    def check(case):
+        path = tmp_path_factory.mktemp("twoclass") / name
+        _serialise(path, *case)
+        try:
+            table = load_table(path, kind)
+        except PrefpredError as err:
+            _check_failure(err, path)
+            return
+        table.validate()
+        assert not table.tie_allowed().any() and (table.labels() != 2).all()
+
+    check()
+
+
+def _judge_records(n: int = 12) -> list[dict]:
+    from conftest import DATA
+
+    path = DATA / "llmbar" / "Natural" / "evaluators" / "GPT-4" / "Rating" / "result.json"
+    return json.loads(path.read_text("utf-8"))[:n]
+
+
+def test_the_judgment_readers(tmp_path_factory):
+    """LLMBar result files and plain judgment tables: read with every rate a fraction, or one
+    line naming the file, and evaluate-judge writes all its files or none."""
+    from prefpred.cli import main
+    from prefpred.judges.io import read_judgments
+
+    records = _judge_records()
+    plain = [{"id": str(i), "label": r["label"], "verdict": r["results"][0]["Vanilla"]
+              ["swap = False"]["winner"] if "Vanilla" in r["results"][0] else "1",
+              "score_a": 5, "score_b": 6} for i, r in enumerate(records)]
+
+    @FUZZ
+    @given(case=st.one_of(mutated(records).map(lambda c: ("llmbar", c)),
+                          mutated(plain).map(lambda c: ("plain", c))))
+    def check(case):
+        kind, parts = case
+        root = tmp_path_factory.mktemp("judge")
+        if kind == "llmbar":
+            path = root / "Natural" / "evaluators" / "GPT-4" / "Rating" / "result.json"
+            path.parent.mkdir(parents=True)
+        else:
+            path = root / "j.jsonl"
+        _serialise(path, *parts)
+        try:
+            data, _ = read_judgments([path])
+        except PrefpredError as err:
+            _check_failure(err, path)
+            return
+        assert len(data.ids) >= 1
+        out = root / "out"
+        code = main(["evaluate-judge", "--judgments", str(path), "--out", str(out),
+                     "--bootstrap", "20"])
+        written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        assert (code == 0 and written == ["by_subset.csv", "report.html", "summary.json"]) or \
+            (code != 0 and written == []), (code, written)
+        if code == 0:
+            overall = json.loads((out / "summary.json").read_text())["overall"]
+            for key in ("accuracy_original", "agreement"):
+                value = overall.get(key)
+                assert value is None or (isinstance(value, float) and 0 <= value <= 1) or \
+                    (isinstance(value, float) and math.isnan(value))
+
+    check()
