@@ -125,13 +125,9 @@ def table_scoring(table) -> dict[str, np.ndarray | None]:
     if not tie.all():
         allowed = np.ones((len(table), N_CLASSES), dtype=bool)
         allowed[:, TIE] = tie
-    soft = np.full((len(table), N_CLASSES), np.nan)
     counts = vote_counts(table)
-    column = table.column("soft_label")
-    if column.null_count() < len(table):  # a soft label given as data (no votes behind it)
-        present = ~column.is_null().to_numpy() & (counts.sum(1) == 0)
-        soft[present] = np.asarray(column.to_numpy()[present], dtype=np.float64).reshape(
-            -1, N_CLASSES)
+    soft = table.soft_label_rows()  # a soft label given as data (no votes behind it) ...
+    soft[counts.sum(1) > 0] = np.nan
     several = counts.sum(1) > 1
     soft[several] = counts[several] / counts[several].sum(1, keepdims=True)
     return {"allowed": allowed, "soft": None if np.isnan(soft).all() else soft}

@@ -354,11 +354,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     t0 = time.perf_counter()
     data = join_oof(oof_dirs, features=_stack_features(cfg, train))
     if train.column("soft_label").null_count() < len(train):  # the stackers fit soft targets
-        from prefpred.metrics import table_scoring
-
-        soft = table_scoring(train)["soft"]
         where = {i: n for n, i in enumerate(train.ids)}
-        data.soft = soft[[where[i] for i in data.ids]]
+        data.soft = train.soft_label_rows()[[where[i] for i in data.ids]]
     if not train.tie_allowed().all():
         # pairs judged without a tie option train the base models; the stacker and calibrator
         # map to three-way probabilities and learn from three-class rows only
@@ -454,7 +451,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
         oof_logits=report.oof_logits, final_model=final_model, final_calibration=final_cal,
         final_oof_calibrated=oof_calibrated, lengths=lengths, holdout_scores=holdout_scores,
         submission=submission, timings=timings, started=t_start, calibrator=calibrator,
-        stacker=stacker, distillation=distillation, work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models})
+        stacker=stacker, distillation=distillation,
+        work_dirs={m.label: cfg.out_dir / "fit" / m.label for m in cfg.models})
     timings["report"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     record = {

@@ -252,9 +252,17 @@ class PreferenceTable:
         if soft.null_count() == self._df.height:
             return None
         y = self.require_labels("soft targets")
-        out = np.eye(N_CLASSES)[y]
-        present = ~soft.is_null().to_numpy()
-        out[present] = np.asarray(soft.to_numpy()[present], dtype=np.float64).reshape(-1, N_CLASSES)
+        given = self.soft_label_rows()
+        return np.where(np.isnan(given).any(1)[:, None], np.eye(N_CLASSES)[y], given)
+
+    def soft_label_rows(self) -> np.ndarray:
+        """(n, 3): each row's ``soft_label``, NaN rows where it has none."""
+        out = np.full((len(self), N_CLASSES), np.nan)
+        soft = self._df["soft_label"]
+        if soft.null_count() < len(self):
+            present = ~soft.is_null().to_numpy()
+            out[present] = np.asarray(soft.to_numpy()[present], dtype=np.float64).reshape(
+                -1, N_CLASSES)
         return out
 
     def tie_allowed(self) -> np.ndarray:
