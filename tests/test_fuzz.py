@@ -152,16 +152,15 @@ def _conversation_records(n: int = 10) -> tuple[list[dict], list[dict]]:
     return arena, trl
 
 
-@pytest.mark.parametrize("kind", ["arena-conversations", "trl"])
-def test_conversation_readers(tmp_path_factory, kind):
+def fuzz_reader(tmp_path_factory, records: list[dict], name: str, kind: str, also=None) -> None:
+    """Mutated ``records`` saved as ``name`` are read by format ``kind`` into a valid table
+    (checked further by ``also(table)``) or refused in one line."""
     from prefpred.data.formats import load_table
-
-    records = _conversation_records()[0 if kind == "arena-conversations" else 1]
 
     @FUZZ
     @given(case=mutated(records))
     def check(case):
-        path = tmp_path_factory.mktemp("conv") / "c.jsonl"
+        path = tmp_path_factory.mktemp("reader") / name
         _serialise(path, *case)
         try:
             table = load_table(path, kind)
@@ -169,8 +168,16 @@ def test_conversation_readers(tmp_path_factory, kind):
             _check_failure(err, path)
             return
         table.validate()
+        if also is not None:
+            also(table)
 
     check()
+
+
+@pytest.mark.parametrize("kind", ["arena-conversations", "trl"])
+def test_conversation_readers(tmp_path_factory, kind):
+    records = _conversation_records()[0 if kind == "arena-conversations" else 1]
+    fuzz_reader(tmp_path_factory, records, "c.jsonl", kind)
 
 
 def test_the_mt_bench_reader_on_mutated_judgments(tmp_path_factory):
@@ -463,25 +470,13 @@ def _llmbar_records(n: int = 10) -> list[dict]:
 @pytest.mark.parametrize("kind", ["hh-rlhf", "llmbar"])
 def test_two_class_readers(tmp_path_factory, kind):
     """Two-class readers: a valid table with no TIE label and no tie allowed, or one line."""
-    from prefpred.data.formats import load_table
-
     records, name = ((_hh_records(), "h.jsonl") if kind == "hh-rlhf"
                      else (_llmbar_records(), "dataset.json"))
 
-    @FUZZ
-    @given(case=mutated(records))
-    def check(case):
-        path = tmp_path_factory.mktemp("twoclass") / name
-        _serialise(path, *case)
-        try:
-            table = load_table(path, kind)
-        except PrefpredError as err:
-            _check_failure(err, path)
-            return
-        table.validate()
+    def two_class(table):
         assert not table.tie_allowed().any() and (table.labels() != 2).all()
 
-    check()
+    fuzz_reader(tmp_path_factory, records, name, kind, two_class)
 
 
 def _judge_records(n: int = 12) -> list[dict]:
