@@ -33,7 +33,9 @@ import polars as pl
 
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
-from prefpred.labels import N_CLASSES, TIE
+from prefpred.io import json_digest
+from prefpred.labels import N_CLASSES
+from prefpred.stages import folds_digest
 from prefpred.targets import Targets, masked_log_softmax, teacher_mix
 
 
@@ -68,13 +70,13 @@ def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read the teacher's record: {exc}", file=path) from exc
+        raise DataError(f"cannot read the teacher's record: {exc}", file=path) from None
 
 
 def _cv_model(folder: Path, model: str | None = None) -> TeacherModel:
     """The model a ``prefpred cv`` folder fitted (``model``: its registered name, when the
     folder was written under a label, as ``prefpred run`` does)."""
-    from prefpred.models.base import MODEL_REGISTRY
+    from prefpred.models.base import MODEL_REGISTRY, build_model
 
     record = folder / "scores.json"
     data = _json(record)
@@ -86,6 +88,10 @@ def _cv_model(folder: Path, model: str | None = None) -> TeacherModel:
     if (model or name) not in MODEL_REGISTRY:
         raise DataError(f"model {model or name!r} is not a registered model; pass the run "
                         f"folder that names it", file=record, column="model")
+    try:  # a hand-edited record fails here, not after the first teacher fits
+        build_model(model or name, params)
+    except ConfigError as err:
+        raise DataError(f"the teacher's parameters: {err}", file=record, column="params") from None
     return TeacherModel(name, model or name, params)
 
 
@@ -98,8 +104,8 @@ def read_teacher(path: str | Path) -> Teacher:
     if p.is_file() and p.name == OOF_FILE:
         p = p.parent
     if not p.is_dir():
-        raise DataError("no such teacher: give a prefpred cv folder, its oof.parquet, or a "
-                        "prefpred run folder", file=p)
+        raise DataError(f"{'not a' if p.exists() else 'no such'} teacher: give a prefpred cv "
+                        "folder, its oof.parquet, or a prefpred run folder", file=p)
     if (p / "pipeline.json").is_file():
         from prefpred.predictor import read_pipeline
 
@@ -147,10 +153,6 @@ def pseudo_folds(table: PreferenceTable, folds: np.ndarray, extra: PreferenceTab
     return np.asarray(out, dtype=np.int64)
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _cached(path: Path | None, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]],
             shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
     """``compute()`` (arrays of ``shapes``), saved at ``path`` with its key and read back while
@@ -164,13 +166,13 @@ def _cached(path: Path | None, key: dict[str, Any], compute: Callable[[], dict[s
     if path is not None:
         saved = read_back(path, lambda p: dict(np.load(p, allow_pickle=False)), "a teacher fit",
                           check=fits)
-        if saved is not None and str(saved.pop("key", "")) == _digest(key):
+        if saved is not None and str(saved.pop("key", "")) == json_digest(key):
             return saved
     out = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, key=np.asarray(_digest(key)), **out)
+            np.savez(fh, key=np.asarray(json_digest(key)), **out)
     return out
 
 
@@ -188,7 +190,7 @@ def teacher_logits(teacher: Teacher, table: PreferenceTable, folds: np.ndarray, 
     splits = [(j, None) for j in fold_ids]
     if nested:
         splits += [(j, k) for k in fold_ids for j in fold_ids if j != k]
-    base_key = {"table": table.fingerprint(), "folds": _digest(folds.tolist()),
+    base_key = {"table": table.fingerprint(), "folds": folds_digest(folds),
                 "extra": None if extra is None else extra.fingerprint()}
     base: dict[str, dict[tuple[int, int | None], dict[str, np.ndarray]]] = {}
     for spec in teacher.models:
@@ -252,16 +254,16 @@ def _stack_level(teacher, table, folds, extra, extra_folds, base, splits):
         return length_features(t).to_numpy()
 
     f_rows, f_extra = feats(table), feats(extra)
-    y = table.labels()
-    three = table.tie_allowed()
-    w = Targets.from_table(table).weight
+    y, three, w = table.labels(), table.tie_allowed(), table.weights()
+    levels: dict[int | None, dict[str, np.ndarray]] = {}  # excluded fold -> base logits
+    for jj, kk in splits:
+        level = levels.setdefault(kk, {label: np.full((len(table), N_CLASSES), np.nan)
+                                       for label in base})
+        for label in base:
+            level[label][folds == jj] = base[label][(jj, kk)]["rows"]
     out = {}
     for j, k in splits:
-        level = {s for s in splits if s[1] == k}
-        logits = {label: np.full((len(table), N_CLASSES), np.nan) for label in base}
-        for label in base:
-            for jj, kk in level:
-                logits[label][folds == jj] = base[label][(jj, kk)]["rows"]
+        logits = levels[k]
         train = (folds != j) & (folds != k if k is not None else True) & three
         stacker = make_stacker(teacher.stacker)
         stacker.fit({lab: v[train] for lab, v in logits.items()}, y[train],
@@ -294,12 +296,14 @@ class Distillation:
     folds: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        # (written so that NaN fails every check)
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"distill alpha {self.alpha} is not in [0, 1]")
-        if self.temperature <= 0:
-            raise ConfigError(f"distill temperature {self.temperature} must be positive")
-        if self.pseudo_weight <= 0 or not 0.0 <= self.min_confidence < 1.0:
-            raise ConfigError("pseudo weight must be positive and min confidence in [0, 1)")
+        if not 0.0 < self.temperature < float("inf"):
+            raise ConfigError(f"distill temperature {self.temperature} must be a positive number")
+        if not 0.0 < self.pseudo_weight < float("inf") or not 0.0 <= self.min_confidence < 1.0:
+            raise ConfigError("pseudo weight must be a positive number and min confidence in "
+                              "[0, 1)")
 
     def key(self) -> dict[str, Any]:
         return {"teacher": self.teacher.describe(), "alpha": self.alpha,
@@ -324,8 +328,7 @@ class Distillation:
         if self.pseudo is None or not keep.any():
             return None
         rows = self.pseudo.filter(keep)
-        allowed = np.ones((len(rows), N_CLASSES), dtype=bool)
-        allowed[:, TIE] = rows.tie_allowed()
+        allowed = rows.allowed_classes()
         probs = np.where(allowed, np.exp(masked_log_softmax(logits[keep] / self.temperature,
                                                             allowed)), 0.0)
         sure = probs.max(1) >= self.min_confidence
@@ -364,7 +367,6 @@ class Distillation:
         cv`` folder, when there is one for the same data) and the student distilled."""
         from prefpred.metrics import score_by, table_scoring
         from prefpred.probabilities import softmax
-        from prefpred.stages import folds_digest
 
         def overall(logits: np.ndarray) -> float:
             frame = score_by(table.labels(), softmax(logits), table.column("source").to_numpy(),

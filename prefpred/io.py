@@ -238,3 +238,8 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), folder:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {path}: the folder {existing} cannot be written")
     return path
+
+
+def json_digest(obj: Any) -> str:
+    """SHA-256 of a value's canonical JSON (sorted keys; other values as text): cache keys."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import log_loss as sk_log_loss
 
-from prefpred.labels import CLASSES, N_CLASSES, TIE
+from prefpred.labels import CLASSES, N_CLASSES
+from prefpred.targets import renormalise
 
 #: The per-class ECE columns of a scores frame (beside the mean, ``ece``).
 ECE_CLASS_COLUMNS = [f"ece_{name}" for name in CLASSES]
@@ -64,8 +65,6 @@ def score(y: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = N
     where absent: adds ``ce_soft``, the cross-entropy against those target distributions (vote
     shares), over the rows that have one.
     """
-    from prefpred.targets import renormalise
-
     proba = renormalise(proba, allowed)
     ece = ece_per_class(y, proba)
     out = {
@@ -120,11 +119,7 @@ def table_scoring(table) -> dict[str, np.ndarray | None]:
     scores keep their usual columns."""
     from prefpred.data.votes import vote_counts
 
-    tie = table.tie_allowed()
-    allowed = None
-    if not tie.all():
-        allowed = np.ones((len(table), N_CLASSES), dtype=bool)
-        allowed[:, TIE] = tie
+    allowed = None if table.tie_allowed().all() else table.allowed_classes()
     counts = vote_counts(table)
     soft = table.soft_label_rows()  # a soft label given as data (no votes behind it) ...
     soft[counts.sum(1) > 0] = np.nan

@@ -327,12 +327,15 @@ def render_report(
     parts.append(_ensemble_section(config, overall))
     if distillation is not None:
         d = config.distill
+        how = ("nested teacher targets (no fold sees its own labels)" if d.nested
+               else "LEAKY out-of-fold teacher targets")
+        pseudo = ("" if d.pseudo is None
+                  else f", pseudo-labels from <code>{html.escape(d.pseudo)}</code>")
         parts.append(_section(
             "Distillation (out of fold, human labels only)",
             f"<p>Teacher <code>{html.escape(d.teacher)}</code>, alpha {d.alpha}, temperature "
-            f"{d.temperature}, {'nested teacher targets (no fold sees its own labels)' if d.nested else 'LEAKY out-of-fold teacher targets'}"
-            f"{'' if d.pseudo is None else f', pseudo-labels from <code>{html.escape(d.pseudo)}</code>'}"
-            ".</p>" + html_table(distillation, left=("model", "role"))))
+            f"{d.temperature}, {how}{pseudo}.</p>"
+            + html_table(distillation, left=("model", "role"))))
     best = (overall["model"] == final_model) & (overall["calibration"] == final_calibration)
     parts.append(_section("Scores of every model, stack and calibration (out of fold, all rows)",
                           html_table(overall, highlight=best, left=("model", "calibration"))))

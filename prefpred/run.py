@@ -28,12 +28,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from prefpred.errors import ConfigError
+from prefpred.io import json_digest
 from prefpred.run_config import RunConfig, read_run_config
 
 
@@ -223,12 +223,6 @@ def _write_pipeline(cfg, sub_comp, model_dirs, stacker, calibrator, info) -> Non
                    info={**info, "ensemble": cfg.ensemble, "run": cfg.name})
 
 
-def _digest(obj: Any) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _load_evaluation(folder: Path, key: dict, data):
     """The stack and calibration evaluation of an earlier run with the same inputs, or None
     (missing, stale or unreadable: recomputed)."""
@@ -326,6 +320,7 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     submission = cfg.submission or (cfg.out_dir / "submission.csv")
     report_path = cfg.report or (cfg.out_dir / "report.html")
     check_run_outputs(cfg, submission, report_path)
+    plan = None if cfg.distill is None else cfg.distill.build()  # teacher + pseudo read first
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -334,12 +329,10 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     comp, sub_comp, train, test, labelled_test, test_path = _load_tables(cfg, say)
     timings["data"] = time.perf_counter() - t0
 
-    plan = None
-    if cfg.distill is not None:
+    if plan is not None:
         from prefpred.data.folds import assign_folds
 
         t0 = time.perf_counter()
-        plan = cfg.distill.build()
         say(plan.summary())
         plan.prepare(train, assign_folds(train, cfg.folds or comp.n_folds,
                                          comp.seed if cfg.seed is None else cfg.seed),
@@ -411,8 +404,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
 
     # ---------------------------------------------------------------- submission + report
     t0 = time.perf_counter()
-    outputs_key = _digest({"stack": stack_key, "final": [final_model, final_cal],
-                           "test_logits": {k: _digest(v.tolist()) for k, v in
+    outputs_key = json_digest({"stack": stack_key, "final": [final_model, final_cal],
+                           "test_logits": {k: json_digest(v.tolist()) for k, v in
                                            sorted(test_logits.items())},
                            "test": test.fingerprint(), "config": cfg.to_json(),
                            "holdout": labelled_test is not None})

@@ -26,7 +26,14 @@ from prefpred.competitions import Competition
 from prefpred.data.folds import assign_folds, check_folds, out_of_fold
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
-from prefpred.io import atomic_path, file_sha256, git_commit, read_back, write_json_atomic
+from prefpred.io import (
+    atomic_path,
+    file_sha256,
+    git_commit,
+    json_digest,
+    read_back,
+    write_json_atomic,
+)
 from prefpred.labels import LOGIT_COLUMNS, check_label_mix
 from prefpred.metrics import score_by, table_scoring
 from prefpred.models.base import (
@@ -208,7 +215,7 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
                 not np.array_equal(distill.folds, folds):
             cache = None
             if run_dir is not None:
-                cache = Path(run_dir) / f"teacher-{_digest(distill.key())[:12]}"
+                cache = Path(run_dir) / f"teacher-{json_digest(distill.key())[:12]}"
             distill.prepare(table, folds, cache, say=say)
         label = label or f"{model}-distilled"
 
@@ -223,10 +230,6 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
         save_models_as=model if save_models else None, train_rows=train_rows,
         key_extra=key_extra, registered=model,
     )
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- fit and predict

@@ -14,8 +14,8 @@ Models read targets three ways:
 - :func:`expand_rows` (each row once per class with a positive target, weighted by it) for
   learners that only take hard labels with weights (LightGBM, scikit-learn); exact for the
   expected log loss of three-class rows; two-class rows cannot be expressed this way;
-- :func:`encode` / :func:`decode` (disallowed classes as -1 in one float array) for the
-  backbone's tensors.
+- :func:`encode` (disallowed classes as -1 in one float array) for the backbone's tensors
+  (:func:`prefpred.models.backbone.train.soft_target_loss` reads it).
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ class Targets:
     def two_class(self) -> np.ndarray:
         return ~self.allowed[:, TIE]
 
-    def take(self, idx: np.ndarray) -> Targets:
-        return Targets(self.probs[idx], self.allowed[idx], self.weight[idx])
-
     @classmethod
     def from_table(cls, table: PreferenceTable, *, soft: bool = True,
                    what: str = "training") -> Targets:
@@ -62,9 +59,8 @@ class Targets:
         probs = table.soft_labels() if soft else None
         if probs is None:
             probs = np.eye(N_CLASSES)[y]
-        allowed = np.ones((len(table), N_CLASSES), dtype=bool)
-        allowed[:, TIE] = table.tie_allowed()
-        return cls(np.asarray(probs, dtype=np.float64), allowed, table.weights())
+        return cls(np.asarray(probs, dtype=np.float64), table.allowed_classes(),
+                   table.weights())
 
     def smoothed(self, amount: float) -> Targets:
         """Label smoothing over each row's allowed classes."""
@@ -118,12 +114,6 @@ def expand_rows(targets: Targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def encode(targets: Targets) -> np.ndarray:
     """One float array: the target where the class is allowed, -1 where it is not."""
     return np.where(targets.allowed, targets.probs, -1.0)
-
-
-def decode(encoded):
-    """(probs, allowed) from :func:`encode`'s array (numpy or torch)."""
-    allowed = encoded >= 0
-    return encoded.clamp(min=0) if hasattr(encoded, "clamp") else np.maximum(encoded, 0), allowed
 
 
 def teacher_mix(targets: Targets, teacher_logits: np.ndarray, alpha: float,

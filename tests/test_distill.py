@@ -156,6 +156,9 @@ def test_bad_teacher_and_options_are_refused(cli, tmp_path):
     (tmp_path / "scores.json").write_text(json.dumps({"model": "mine", "params": {}}))
     with pytest.raises(DataError, match="not a registered model"):
         read_teacher(tmp_path)
+    (tmp_path / "scores.json").write_text(json.dumps({"model": "tfidf", "params": {"C": -1}}))
+    with pytest.raises(DataError, match="teacher's parameters"):
+        read_teacher(tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         Distillation(Teacher("x", (TFIDF,)), alpha=1.5)
     res = cli("cv", "--competition", "lmsys-chatbot-arena", "--model", "prior",

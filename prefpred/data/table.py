@@ -269,6 +269,12 @@ class PreferenceTable:
         """Boolean (n,): False where the pair was judged without a tie option."""
         return self._df["tie_allowed"].to_numpy().astype(bool)
 
+    def allowed_classes(self) -> np.ndarray:
+        """Boolean (n, 3): the classes each judgment offered (TIE only where a tie was allowed)."""
+        allowed = np.ones((len(self), N_CLASSES), dtype=bool)
+        allowed[:, TIE] = self.tie_allowed()
+        return allowed
+
     def groups(self) -> np.ndarray:
         return self._df["group"].to_numpy()
 

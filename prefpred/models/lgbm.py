@@ -186,7 +186,7 @@ class LightGBMModel:
         matrix = self._matrix(table)
         targets = Targets.from_table(table, what="LightGBM training")
         if targets.is_hard:
-            label, weight = table.require_labels("LightGBM training"), table.weights()
+            label, weight = targets.probs.argmax(1), targets.weight
         else:
             rows, label, weight = expand_rows(targets)
             matrix = matrix[rows]

@@ -23,8 +23,6 @@ P(B | swap(x)).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import torch
 
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError
+from prefpred.io import json_digest
 from prefpred.labels import N_CLASSES
 from prefpred.models.backbone import artifacts, network, render
 from prefpred.models.backbone.batching import (
@@ -56,8 +55,7 @@ def _rows(index: np.ndarray, shown: int = 5) -> str:
 
 
 def _digest(obj: Any, n: int = 20) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
+    return json_digest(obj)[:n]
 
 
 class BackboneModel:
