@@ -305,6 +305,14 @@ class Distillation:
             raise ConfigError("pseudo weight must be a positive number and min confidence in "
                               "[0, 1)")
 
+    def check_output(self, out_dir: Path) -> None:
+        """Refuse an output folder that is the teacher's folder, holds it or lies inside it: an
+        output never replaces an input."""
+        out, teacher = Path(out_dir).resolve(), Path(self.teacher.path).resolve()
+        if out == teacher or teacher in out.parents or out in teacher.parents:
+            raise ConfigError(f"the output folder {out_dir} would overwrite the teacher "
+                              f"{self.teacher.path}; choose another run folder or label")
+
     def key(self) -> dict[str, Any]:
         return {"teacher": self.teacher.describe(), "alpha": self.alpha,
                 "temperature": self.temperature, "nested": self.nested,

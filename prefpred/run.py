@@ -321,6 +321,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     report_path = cfg.report or (cfg.out_dir / "report.html")
     check_run_outputs(cfg, submission, report_path)
     plan = None if cfg.distill is None else cfg.distill.build()  # teacher + pseudo read first
+    if plan is not None:
+        plan.check_output(cfg.out_dir)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

@@ -210,6 +210,9 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
     seed = competition.seed if seed is None else seed
     folds, train_rows, key_extra = None, None, None
     if distill is not None:
+        label = label or f"{model}-distilled"
+        if run_dir is not None:
+            distill.check_output(Path(run_dir) / label)
         folds = assign_folds(table, n_folds, seed)
         if distill.logits is None or distill.folds is None or \
                 not np.array_equal(distill.folds, folds):
@@ -217,7 +220,6 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
             if run_dir is not None:
                 cache = Path(run_dir) / f"teacher-{json_digest(distill.key())[:12]}"
             distill.prepare(table, folds, cache, say=say)
-        label = label or f"{model}-distilled"
 
         def train_rows(k: int, idx: np.ndarray) -> PreferenceTable:
             return distill.fold_table(table, k, idx)

@@ -137,6 +137,9 @@ def test_teacher_is_read_from_a_cv_folder_and_its_oof_file(cli, tmp_path):
     record = json.loads((student / "scores.json").read_text())
     assert record["extra"]["alpha"] == 0.5 and record["extra"]["nested"] is True
     assert len(list(student.parent.glob("teacher-*/*.npz"))) == 3 + 3 * 2
+    # the student never writes into its teacher's folder
+    student_as_teacher = cli("cv", *args, "--teacher", student)
+    assert student_as_teacher.code == 2 and "would overwrite the teacher" in student_as_teacher.err
     # submit distils too, and writes a valid submission
     out = tmp_path / "sub.csv"
     res = cli("submit", "--competition", "lmsys-chatbot-arena", "--train", files["train"],
