@@ -13,9 +13,10 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test bench bench-gpu lint clean
 
-# (Re)install when .venv is missing or pyproject.toml / this Makefile changed since the last install.
+# (Re)install when .venv is missing or pyproject.toml, setup.py, the C kernels or this Makefile changed
+# since the last install (pip compiles prefpred/features/_kernels.c).
 # torch is pinned and installed first: an unpinned torch would pull CUDA builds.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py prefpred/features/_kernels.c Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'

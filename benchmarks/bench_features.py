@@ -1,5 +1,7 @@
-"""All features of a Kaggle-size table (57,477 rows, the real sample repeated) in polars, against
-the per-row Python reference that computes the same features, in the same run.
+"""All features of a Kaggle-size table (57,477 rows, the real sample repeated) by
+``compute_features`` with its compiled kernels, by the same function on polars alone
+(``use_kernels=False``), and by the per-row Python reference that computes the same features, in
+the same run.
 
 Each measurement runs in a fresh subprocess (its peak RSS is its own; loading the table is not
 timed but counts toward the peak). The two are interleaved, so drift on a shared machine hits
@@ -37,9 +39,16 @@ def _load(path: str, rows: int | None):
 
 
 def run_child(which: str, path: str, rows: int | None) -> dict:
-    """Time one implementation ("polars" or "reference") on the table, in this process."""
-    if which == "polars":
-        from prefpred.features import compute_features as features
+    """Time one implementation ("kernels", "polars" or "reference") on the table, in this
+    process."""
+    if which in ("kernels", "polars"):
+        from prefpred.features import compute_features, kernels
+
+        if which == "kernels" and not kernels.available():
+            raise SystemExit("the compiled feature kernels are not installed (pip install -e .)")
+
+        def features(table):
+            return compute_features(table, use_kernels=which == "kernels")
     else:
         from prefpred.features.reference import reference_features as features
 
@@ -60,11 +69,13 @@ def check_same_features(path: Path, rows: int = 300) -> None:
     from prefpred.features.reference import reference_features
 
     table = _load(str(path), rows)
-    fast, slow = compute_features(table), reference_features(table)
-    assert fast.columns == slow.columns
-    for col in fast.columns[1:]:
-        np.testing.assert_allclose(fast[col].to_numpy(), slow[col].to_numpy(), rtol=1e-9,
-                                   atol=1e-12, err_msg=col)
+    slow = reference_features(table)
+    for use_kernels in (True, False):
+        fast = compute_features(table, use_kernels=use_kernels)
+        assert fast.columns == slow.columns
+        for col in fast.columns[1:]:
+            np.testing.assert_allclose(fast[col].to_numpy(), slow[col].to_numpy(), rtol=1e-9,
+                                       atol=1e-12, err_msg=col)
 
 
 def measure(which: str, path: Path, rows: int | None) -> dict:
@@ -88,34 +99,39 @@ def main() -> None:
     path = build_file(args.rows)
     check_same_features(path)
     ref_rows = min(args.reference_rows or args.rows, args.rows)
-    runs: dict[str, list[dict]] = {"polars": [], "reference": []}
+    runs: dict[str, list[dict]] = {"kernels": [], "polars": [], "reference": []}
     for i in range(args.repeats):  # interleaved
-        runs["polars"].append(measure("polars", path, None))
-        runs["reference"].append(measure("reference", path, ref_rows))
-        print(f"repeat {i + 1}: polars {runs['polars'][-1]['seconds']:.1f} s, reference "
-              f"{runs['reference'][-1]['seconds']:.1f} s", flush=True)
+        for which in runs:
+            runs[which].append(measure(which, path, ref_rows if which == "reference" else None))
+        print(f"repeat {i + 1}: " + ", ".join(f"{w} {r[-1]['seconds']:.1f} s"
+                                              for w, r in runs.items()), flush=True)
     summary = {}
     for which, rs in runs.items():
         sec = statistics.median(r["seconds"] for r in rs)
         summary[which] = {"rows": rs[0]["rows"], "seconds": sec, "rows_per_s": rs[0]["rows"] / sec,
                           "cpu": statistics.median(r["cpu"] for r in rs),
                           "peak_mib": max(r["peak_mib"] for r in rs)}
-    ratio = summary["polars"]["rows_per_s"] / summary["reference"]["rows_per_s"]
+    ref_rate = summary["reference"]["rows_per_s"]
     for which, s in summary.items():
         print(f"{which:>10}: {s['rows']} rows, {s['rows_per_s']:,.0f} rows/s ({s['seconds']:.2f} s "
               f"wall, {s['cpu']:.2f} s CPU), peak RSS {s['peak_mib']:.0f} MiB")
-    print(f"speed-up: {ratio:.1f}x (goal >= 20x); polars peak {summary['polars']['peak_mib']:.0f} "
-          f"MiB (goal < 4096)")
+    ratio = summary["kernels"]["rows_per_s"] / ref_rate
+    print(f"speed-up: {ratio:.1f}x with kernels (goal >= 20x), "
+          f"{summary['polars']['rows_per_s'] / ref_rate:.1f}x polars alone; peak "
+          f"{summary['kernels']['peak_mib']:.0f} MiB (goal < 4096)")
     if not args.no_record:
-        p, r = summary["polars"], summary["reference"]
+        k, p, r = summary["kernels"], summary["polars"], summary["reference"]
         append_result(
             "Features of a Kaggle-size table: polars against a per-row Python reference",
-            ["rows", "features", "polars rows/s", "polars s (wall / CPU)", "polars peak RSS MiB",
+            ["rows", "features", "kernels rows/s", "kernels s (wall / CPU)",
+             "kernels peak RSS MiB", "polars alone rows/s", "polars alone s (wall / CPU)",
              "reference rows timed", "reference rows/s", "reference s (wall / CPU)",
-             "speed-up (goal >= 20x, < 4096 MiB)"],
-            [[p["rows"], runs["polars"][0]["columns"], p["rows_per_s"],
-              f"{p['seconds']:.1f} / {p['cpu']:.1f}", p["peak_mib"], r["rows"], r["rows_per_s"],
-              f"{r['seconds']:.1f} / {r['cpu']:.1f}", f"{ratio:.1f}x"]],
+             "speed-up kernels (goal >= 20x, < 4096 MiB)", "speed-up polars alone"],
+            [[k["rows"], runs["kernels"][0]["columns"], k["rows_per_s"],
+              f"{k['seconds']:.1f} / {k['cpu']:.1f}", k["peak_mib"], p["rows_per_s"],
+              f"{p['seconds']:.1f} / {p['cpu']:.1f}", r["rows"], r["rows_per_s"],
+              f"{r['seconds']:.1f} / {r['cpu']:.1f}", f"{ratio:.1f}x",
+              f"{p['rows_per_s'] / ref_rate:.1f}x"]],
             f"python benchmarks/bench_features.py --rows {args.rows} --repeats {args.repeats}"
             + (f" --reference-rows {ref_rows}" if ref_rows != args.rows else ""),
             note="Every feature of `prefpred.features` (both responses, all turns and the last "

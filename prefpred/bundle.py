@@ -26,6 +26,7 @@ import base64
 import hashlib
 import importlib.metadata as md
 import json
+import os
 import platform
 import re
 import shutil
@@ -205,14 +206,17 @@ def build_own_wheel(out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="prefpred-wheel-") as tmp:
         tree = Path(tmp) / "src"
         tree.mkdir()
-        for name in ("pyproject.toml", "README.md", "LICENSE"):
+        for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
             if (src / name).is_file():
                 shutil.copy2(src / name, tree / name)
         shutil.copytree(src / "prefpred", tree / "prefpred",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
+        # a pure wheel (any Python, any platform): without the compiled feature kernels,
+        # prefpred computes the same features with polars
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index",
                                "--no-build-isolation", "-q", "-w", str(out_dir), str(tree)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True,
+                              env={**os.environ, "PREFPRED_NO_KERNELS": "1"})
         if proc.returncode != 0:
             tail = " ".join(proc.stderr.split())[-300:]
             raise ConfigError(f"building prefpred's wheel failed: {tail}")

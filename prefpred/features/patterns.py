@@ -21,11 +21,17 @@ CYRILLIC: Final = r"\u0400-\u04ff"
 #: Han, kana and Hangul: the scripts where a character is roughly a word.
 CJK: Final = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 
+#: Characters that run together into one text token (letters and digits).
+TOKEN_RUN: Final = rf"0-9{LATIN}{CYRILLIC}"
 #: Text tokens: runs of Latin/Cyrillic letters and digits, single CJK characters, and single
 #: other visible characters (punctuation, symbols). A cheap stand-in for subword tokens.
-TOKEN: Final = rf"[0-9{LATIN}{CYRILLIC}]+|[^{WS}]"
+TOKEN: Final = rf"[{TOKEN_RUN}]+|[^{WS}]"
+#: Characters that run together into one word token (lower-case letters and digits).
+WORD_RUN: Final = rf"0-9a-z\u00c0-\u024f{CYRILLIC}"
 #: Word tokens for overlap and TF-IDF similarity (applied to lower-cased text).
-WORD: Final = rf"[0-9a-z\u00c0-\u024f{CYRILLIC}]+|[{CJK}]"
+WORD: Final = rf"[{WORD_RUN}]+|[{CJK}]"
+#: Sentence terminators.
+SENT_END: Final = ".!?。！？"
 
 # --------------------------------------------------------------------------- counted patterns
 #: name -> pattern; each feature counts the non-overlapping matches in a turn.
@@ -33,7 +39,7 @@ COUNTED: Final[dict[str, str]] = {
     "words": rf"[^{WS}]+",
     "tokens": TOKEN,
     # a sentence: a run starting with a visible character, up to a terminator or line break
-    "sentences": rf"[^{WS}.!?。！？][^.!?。！？\n]*",
+    "sentences": rf"[^{WS}{SENT_END}][^{SENT_END}\n]*",
     # a paragraph: text starting at the beginning or after a blank line
     "paragraphs": rf"(?:\A|\n[ \t]*\n)[{WS}]*[^{WS}]",
     "headers": r"(?m)^[ \t]*#{1,6}[ \t]+[^ \t\n]",
