@@ -156,8 +156,12 @@ def test_bad_arguments_are_refused_not_read_out_of_bounds():
         off = np.array([0, 5], dtype=np.int64)
         kernels._kernels.char_overlap(data, off, data, np.array([0, 2, 5], dtype=np.int64),
                                       np.zeros((1, 3), dtype=np.int64))
-    with pytest.raises(TypeError):  # a read-only output
+    with pytest.raises(BufferError):  # a read-only output
         kernels._kernels.word_ngrams(data, np.array([0, 5], dtype=np.int64), table, b"x" * 16)
+    with pytest.raises(TypeError, match="expected 4 arguments"):
+        kernels._kernels.word_ngrams(data, np.array([0, 5], dtype=np.int64), table)
+    with pytest.raises(ValueError, match="offsets must be int64"):
+        kernels._kernels.word_ngrams(data, b"\0" * 12, table, np.zeros(2, dtype=np.int64))
 
 
 def test_a_changed_pattern_stops_the_kernels(monkeypatch):

@@ -127,32 +127,10 @@ static size_t ht_get(htab *h, uint64_t key, int *is_new) {
     return i;
 }
 
-/* ------------------------------------------------------------------ argument checks */
-static int check_texts(Py_buffer *data, Py_buffer *offsets, Py_ssize_t *n) {
-    if (offsets->len % 8 || offsets->len < 8) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be int64, at least one");
-        return 0;
-    }
-    const int64_t *off = offsets->buf;
-    *n = offsets->len / 8 - 1;
-    for (Py_ssize_t i = 0; i < *n; i++)
-        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data->len) {
-            PyErr_SetString(PyExc_ValueError, "offsets do not fit the data");
-            return 0;
-        }
-    return 1;
-}
-
-static int check_out(Py_buffer *out, Py_ssize_t rows, Py_ssize_t cols) {
-    if (out->len != rows * cols * 8) {
-        PyErr_Format(PyExc_ValueError, "out must hold %zd int64 values", rows * cols);
-        return 0;
-    }
-    return 1;
-}
-
-/* ------------------------------------------------------------------ text_counts */
-static void count_text(const ctab *t, const uint8_t *p, const uint8_t *end, int64_t *o) {
+/* ------------------------------------------------------------------ text counts */
+static int count_text(const ctab *t, htab *unused, const uint8_t *(*texts)[2], int64_t *o) {
+    const uint8_t *p = texts[0][0], *end = texts[0][1];
+    (void)unused;
     int in_word = 0, in_run = 0, in_sentence = 0;
     memset(o, 0, K_N * sizeof(int64_t));
     while (p < end) {
@@ -179,27 +157,7 @@ static void count_text(const ctab *t, const uint8_t *p, const uint8_t *end, int6
         o[K_CYRILLIC] += (c & C_CYRILLIC) != 0;
         o[K_CJK] += (c & C_CJK) != 0;
     }
-}
-
-static PyObject *text_counts(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer data, offsets, table, out;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*", &data, &offsets, &table, &out)) return NULL;
-    Py_ssize_t n = 0;
-    PyObject *ret = NULL;
-    if (check_texts(&data, &offsets, &n) && check_out(&out, n, K_N)) {
-        ctab t = {table.buf, table.len / 2};
-        const uint8_t *d = data.buf;
-        const int64_t *off = offsets.buf;
-        int64_t *o = out.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++) count_text(&t, d + off[i], d + off[i + 1], o + i * K_N);
-        Py_END_ALLOW_THREADS
-        ret = Py_NewRef(Py_None);
-    }
-    PyBuffer_Release(&data); PyBuffer_Release(&offsets); PyBuffer_Release(&table);
-    PyBuffer_Release(&out);
-    return ret;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ word tokens */
@@ -234,8 +192,8 @@ static uint64_t next_word(const ctab *t, const uint8_t **pp, const uint8_t *end)
 }
 
 /* Word trigrams of one text: their number and how many repeat an earlier one. */
-static int word_ngrams_one(const ctab *t, htab *seen, const uint8_t *p, const uint8_t *end,
-                           int64_t *o) {
+static int word_ngrams_one(const ctab *t, htab *seen, const uint8_t *(*texts)[2], int64_t *o) {
+    const uint8_t *p = texts[0][0], *end = texts[0][1];
     uint64_t h1 = 0, h2 = 0, h;
     int64_t n_tokens = 0, n = 0, unique = 0;
     ht_clear(seen);
@@ -252,36 +210,9 @@ static int word_ngrams_one(const ctab *t, htab *seen, const uint8_t *p, const ui
     return 1;
 }
 
-static PyObject *word_ngrams(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer data, offsets, table, out;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*", &data, &offsets, &table, &out)) return NULL;
-    Py_ssize_t n = 0;
-    PyObject *ret = NULL;
-    if (check_texts(&data, &offsets, &n) && check_out(&out, n, 2)) {
-        htab seen;
-        if (!ht_init(&seen, 0)) { ht_free(&seen); ret = PyErr_NoMemory(); goto done; }
-        ctab t = {table.buf, table.len / 2};
-        const uint8_t *d = data.buf;
-        const int64_t *off = offsets.buf;
-        int64_t *o = out.buf;
-        int ok = 1;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n && ok; i++)
-            ok = word_ngrams_one(&t, &seen, d + off[i], d + off[i + 1], o + 2 * i);
-        Py_END_ALLOW_THREADS
-        ht_free(&seen);
-        ret = ok ? Py_NewRef(Py_None) : PyErr_NoMemory();
-    }
-done:
-    PyBuffer_Release(&data); PyBuffer_Release(&offsets); PyBuffer_Release(&table);
-    PyBuffer_Release(&out);
-    return ret;
-}
-
 /* Word overlap of one row's prompt (doc 0), response A (1) and B (2): term counts per document,
  * then the integer sums behind the TF-IDF cosines and word-set overlaps (see kernels.py). */
-static int word_overlap_one(const ctab *t, htab *terms, const uint8_t *docs[3][2], int64_t *o) {
+static int word_overlap_one(const ctab *t, htab *terms, const uint8_t *(*docs)[2], int64_t *o) {
     ht_clear(terms);
     for (int k = 0; k < 3; k++) {
         const uint8_t *p = docs[k][0], *end = docs[k][1];
@@ -316,49 +247,11 @@ static int word_overlap_one(const ctab *t, htab *terms, const uint8_t *docs[3][2
     return 1;
 }
 
-static int check_same_rows(Py_ssize_t a, Py_ssize_t b) {
-    if (a != b) PyErr_SetString(PyExc_ValueError, "the texts differ in number");
-    return a == b;
-}
-
-static PyObject *word_overlap(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer data[3], offsets[3], table, out;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*", &data[0], &offsets[0], &data[1],
-                          &offsets[1], &data[2], &offsets[2], &table, &out)) return NULL;
-    Py_ssize_t n[3] = {0, 0, 0};
-    PyObject *ret = NULL;
-    if (check_texts(&data[0], &offsets[0], &n[0]) && check_texts(&data[1], &offsets[1], &n[1])
-        && check_texts(&data[2], &offsets[2], &n[2]) && check_same_rows(n[0], n[1])
-        && check_same_rows(n[0], n[2]) && check_out(&out, n[0], WORD_COLS)) {
-        htab terms;
-        if (!ht_init(&terms, 3)) { ht_free(&terms); ret = PyErr_NoMemory(); goto done; }
-        ctab t = {table.buf, table.len / 2};
-        int64_t *o = out.buf;
-        int ok = 1;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n[0] && ok; i++) {
-            const uint8_t *docs[3][2];
-            for (int k = 0; k < 3; k++) {
-                const uint8_t *d = data[k].buf;
-                const int64_t *off = offsets[k].buf;
-                docs[k][0] = d + off[i]; docs[k][1] = d + off[i + 1];
-            }
-            ok = word_overlap_one(&t, &terms, docs, o + i * WORD_COLS);
-        }
-        Py_END_ALLOW_THREADS
-        ht_free(&terms);
-        ret = ok ? Py_NewRef(Py_None) : PyErr_NoMemory();
-    }
-done:
-    for (int k = 0; k < 3; k++) { PyBuffer_Release(&data[k]); PyBuffer_Release(&offsets[k]); }
-    PyBuffer_Release(&table); PyBuffer_Release(&out);
-    return ret;
-}
-
 /* ------------------------------------------------------------------ character trigrams */
 /* Distinct character trigrams of A, of B, and of both (exact packed code points). */
-static int char_overlap_one(htab *grams, const uint8_t *texts[2][2], int64_t *o) {
+static int char_overlap_one(const ctab *unused, htab *grams, const uint8_t *(*texts)[2],
+                            int64_t *o) {
+    (void)unused;
     ht_clear(grams);
     for (int k = 0; k < 2; k++) {
         const uint8_t *p = texts[k][0], *end = texts[k][1];
@@ -386,37 +279,91 @@ static int char_overlap_one(htab *grams, const uint8_t *texts[2][2], int64_t *o)
     return 1;
 }
 
+/* ------------------------------------------------------------------ the per-row driver */
+/* One row's result from `k` texts (each a [start, end) byte span) into `o`; 0 = out of memory. */
+typedef int (*row_fn)(const ctab *t, htab *h, const uint8_t *(*texts)[2], int64_t *o);
+
+#define MAX_TEXTS 3
+
+/* Arguments: `k` pairs (UTF-8 bytes, int64 offsets) of equally many texts, the class table when
+ * `with_table`, then a writable int64 output of rows x `cols`. Checks every offset before reading,
+ * then runs `fn` on each row without the GIL. */
+static PyObject *per_row(PyObject *args, int k, int with_table, size_t width, Py_ssize_t cols,
+                         row_fn fn) {
+    Py_buffer buf[2 * MAX_TEXTS + 2];
+    Py_ssize_t nargs = 2 * k + with_table + 1, held = 0, n = -1;
+    PyObject *ret = NULL;
+    if (PyTuple_GET_SIZE(args) != nargs)
+        return PyErr_Format(PyExc_TypeError, "expected %zd arguments", nargs);
+    for (; held < nargs; held++) {
+        int flags = held == nargs - 1 ? PyBUF_WRITABLE : PyBUF_SIMPLE;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(args, held), &buf[held], flags) < 0) goto done;
+    }
+    for (int j = 0; j < k; j++) {
+        Py_buffer *data = &buf[2 * j], *offsets = &buf[2 * j + 1];
+        if (offsets->len % 8 || offsets->len < 8) {
+            PyErr_SetString(PyExc_ValueError, "offsets must be int64, at least one");
+            goto done;
+        }
+        const int64_t *off = offsets->buf;
+        Py_ssize_t rows = offsets->len / 8 - 1;
+        if (n >= 0 && rows != n) {
+            PyErr_SetString(PyExc_ValueError, "the texts differ in number");
+            goto done;
+        }
+        n = rows;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data->len) {
+                PyErr_SetString(PyExc_ValueError, "offsets do not fit the data");
+                goto done;
+            }
+    }
+    Py_buffer *out = &buf[nargs - 1];
+    if (out->len != n * cols * 8) {
+        PyErr_Format(PyExc_ValueError, "out must hold %zd int64 values", n * cols);
+        goto done;
+    }
+    ctab t = {NULL, 0};
+    if (with_table) { t.table = buf[2 * k].buf; t.size = buf[2 * k].len / 2; }
+    htab h;
+    if (!ht_init(&h, width)) { ht_free(&h); PyErr_NoMemory(); goto done; }
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && ok; i++) {
+        const uint8_t *texts[MAX_TEXTS][2];
+        for (int j = 0; j < k; j++) {
+            const uint8_t *d = buf[2 * j].buf;
+            const int64_t *off = buf[2 * j + 1].buf;
+            texts[j][0] = d + off[i]; texts[j][1] = d + off[i + 1];
+        }
+        ok = fn(&t, &h, texts, (int64_t *)out->buf + i * cols);
+    }
+    Py_END_ALLOW_THREADS
+    ht_free(&h);
+    ret = ok ? Py_NewRef(Py_None) : PyErr_NoMemory();
+done:
+    for (Py_ssize_t j = 0; j < held; j++) PyBuffer_Release(&buf[j]);
+    return ret;
+}
+
+static PyObject *text_counts(PyObject *self, PyObject *args) {
+    (void)self;
+    return per_row(args, 1, 1, 0, K_N, count_text);
+}
+
+static PyObject *word_ngrams(PyObject *self, PyObject *args) {
+    (void)self;
+    return per_row(args, 1, 1, 0, 2, word_ngrams_one);
+}
+
+static PyObject *word_overlap(PyObject *self, PyObject *args) {
+    (void)self;
+    return per_row(args, 3, 1, 3, WORD_COLS, word_overlap_one);
+}
+
 static PyObject *char_overlap(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer data[2], offsets[2], out;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &data[0], &offsets[0], &data[1], &offsets[1],
-                          &out)) return NULL;
-    Py_ssize_t n[2] = {0, 0};
-    PyObject *ret = NULL;
-    if (check_texts(&data[0], &offsets[0], &n[0]) && check_texts(&data[1], &offsets[1], &n[1])
-        && check_same_rows(n[0], n[1]) && check_out(&out, n[0], 3)) {
-        htab grams;
-        if (!ht_init(&grams, 1)) { ht_free(&grams); ret = PyErr_NoMemory(); goto done; }
-        int64_t *o = out.buf;
-        int ok = 1;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n[0] && ok; i++) {
-            const uint8_t *texts[2][2];
-            for (int k = 0; k < 2; k++) {
-                const uint8_t *d = data[k].buf;
-                const int64_t *off = offsets[k].buf;
-                texts[k][0] = d + off[i]; texts[k][1] = d + off[i + 1];
-            }
-            ok = char_overlap_one(&grams, texts, o + 3 * i);
-        }
-        Py_END_ALLOW_THREADS
-        ht_free(&grams);
-        ret = ok ? Py_NewRef(Py_None) : PyErr_NoMemory();
-    }
-done:
-    for (int k = 0; k < 2; k++) { PyBuffer_Release(&data[k]); PyBuffer_Release(&offsets[k]); }
-    PyBuffer_Release(&out);
-    return ret;
+    return per_row(args, 2, 0, 1, 3, char_overlap_one);
 }
 
 /* ------------------------------------------------------------------ module */
