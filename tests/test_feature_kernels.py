@@ -39,7 +39,7 @@ WORD_RE = re.compile(P.WORD)
 def test_the_kernels_are_built_by_the_install():
     """`make` (pip install -e .) compiles them; a machine without a C compiler would fall back
     to polars, silently slower, so CI checks that they are there."""
-    assert kernels._kernels is not None, "prefpred.features._kernels was not compiled"
+    assert kernels.installed(), "prefpred.features._kernels was not compiled"
     assert kernels.available() or kernels.os.environ.get("PREFPRED_FEATURE_KERNELS") == "0"
 
 
@@ -138,6 +138,18 @@ def test_the_environment_switch_turns_them_off(monkeypatch):
     assert not kernels.available()
     monkeypatch.setenv("PREFPRED_FEATURE_KERNELS", "1")
     assert kernels.available()
+
+
+def test_without_the_extension_polars_computes_the_same_and_asking_for_it_fails(monkeypatch):
+    table = PreferenceTable.from_frame(pl.DataFrame({
+        "id": ["0"], "prompt": [["Hi?"]], "response_a": [["Hello there. Fine!"]],
+        "response_b": [["Привет 你好"]], "label": [2]}))
+    want = compute_features(table, use_kernels=True)
+    monkeypatch.setattr(kernels, "_kernels", None)  # as on a machine without a C compiler
+    assert not kernels.available()
+    assert compute_features(table).equals(want)
+    with pytest.raises(RuntimeError, match="not installed"):
+        compute_features(table, use_kernels=True)
 
 
 def test_bad_arguments_are_refused_not_read_out_of_bounds():

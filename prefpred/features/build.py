@@ -7,6 +7,11 @@ the patterns of :mod:`prefpred.features.patterns`, and aggregated back per row o
 read straight from the UTF-8 buffers with numpy (vectorised decoding, exact code points, no
 per-row Python). Large tables are processed in chunks of rows so that peak memory stays bounded.
 
+When the compiled kernels of :mod:`prefpred.features.kernels` are installed (the default), they
+compute the integer counts behind the single-character and run counts, word trigrams, word
+overlaps and character trigrams in one pass over the bytes; every float is still computed by the
+expressions here, so the features are bit-identical either way.
+
 Feature names follow :mod:`prefpred.features.symmetry` (``a_``/``b_`` per response, ``d_``
 differences, ``lr_`` log-ratios, ``s_`` symmetric pair features, ``p_`` prompt features,
 ``source``). :func:`feature_names` lists them without computing anything.
@@ -400,8 +405,8 @@ def _chunk_features(df: pl.DataFrame, config: FeatureConfig, fast: bool) -> pl.D
             pl.when(has).then(dist).otherwise(0.0).alias(f"{side}_script_mismatch"))
 
     # pair similarity: lower-cased documents (turns joined), word tokens hashed
-    docs = ld.select(*[pl.col(col).list.join(SEP).str.to_lowercase().alias(k)
-                       for k, col in (("p", "prompt"), ("a", "response_a"), ("b", "response_b"))])
+    sides = (("p", "prompt"), ("a", "response_a"), ("b", "response_b"))[0 if fast else 1:]
+    docs = ld.select(*[pl.col(col).list.join(SEP).str.to_lowercase().alias(k) for k, col in sides])
     if fast:
         word_counts = kernels.word_overlap(docs["p"], docs["a"], docs["b"]).insert_column(
             0, ld["_r"])
@@ -449,6 +454,9 @@ def compute_features(table: PreferenceTable, config: FeatureConfig | None = None
 
     config = config or FeatureConfig()
     fast = kernels.available() if use_kernels is None else use_kernels
+    if fast and not kernels.installed():
+        raise RuntimeError("the compiled feature kernels are not installed (pip install -e . "
+                           "compiles them); use_kernels=False computes the same features")
     df = table.df.select("prompt", "response_a", "response_b", "source").with_row_index("_r")
     n_chunks = max(1, math.ceil(df.height / chunk_rows))
     chunks = [df.slice(i * chunk_rows, chunk_rows) for i in range(n_chunks)]

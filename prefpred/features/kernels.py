@@ -73,9 +73,14 @@ _SHAPES: Final = {
 }
 
 
+def installed() -> bool:
+    """The extension was compiled and imports."""
+    return _kernels is not None
+
+
 def available() -> bool:
     """The compiled kernels are installed and not turned off (``PREFPRED_FEATURE_KERNELS=0``)."""
-    return _kernels is not None and os.environ.get("PREFPRED_FEATURE_KERNELS", "1") != "0"
+    return installed() and os.environ.get("PREFPRED_FEATURE_KERNELS", "1") != "0"
 
 
 def check_patterns() -> None:
