@@ -136,8 +136,9 @@ def test_features_are_bit_identical_on_fuzzed_tables(rows):
 def test_the_environment_switch_turns_them_off(monkeypatch):
     monkeypatch.setenv("PREFPRED_FEATURE_KERNELS", "0")
     assert not kernels.available()
+    assert kernels.describe() == "polars alone: PREFPRED_FEATURE_KERNELS=0"
     monkeypatch.setenv("PREFPRED_FEATURE_KERNELS", "1")
-    assert kernels.available()
+    assert kernels.available() and kernels.describe() == "compiled kernels"
 
 
 def test_without_the_extension_polars_computes_the_same_and_asking_for_it_fails(monkeypatch):
@@ -146,7 +147,7 @@ def test_without_the_extension_polars_computes_the_same_and_asking_for_it_fails(
         "response_b": [["Привет 你好"]], "label": [2]}))
     want = compute_features(table, use_kernels=True)
     monkeypatch.setattr(kernels, "_kernels", None)  # as on a machine without a C compiler
-    assert not kernels.available()
+    assert not kernels.available() and "not installed" in kernels.describe()
     assert compute_features(table).equals(want)
     with pytest.raises(RuntimeError, match="not installed"):
         compute_features(table, use_kernels=True)

@@ -136,7 +136,7 @@ def test_the_store_extends_the_cache_so_a_second_process_computes_nothing(pandal
     first = FeatureStore(cache_dir=tmp_path)
     feats = first.features(pandalm.take(np.arange(100)))
     assert first.computed_rows == distinct(100) and first.read_rows == 0
-    assert f"{distinct(100)} computed and added" in capsys.readouterr().err
+    assert f"{distinct(100)} computed and added to it (compiled kernels)" in capsys.readouterr().err
     second = FeatureStore(cache_dir=tmp_path)  # as a new process would start
     again = second.features(pandalm.take(np.arange(150)))
     assert second.read_rows == distinct(100)

@@ -29,7 +29,7 @@ def build_command(
     import time
 
     from prefpred.competitions import load_competition
-    from prefpred.features import FeatureConfig
+    from prefpred.features import FeatureConfig, kernels
     from prefpred.features.cache import FeatureCache
 
     comp = load_competition(competition)
@@ -46,7 +46,8 @@ def build_command(
     t0 = time.perf_counter()
     frame, path, computed = cache.build(target, progress=True, rebuild=rebuild)
     seconds = time.perf_counter() - t0
-    how = f"computed in {seconds:.1f} s" if computed else "up to date (read from cache)"
+    how = (f"computed in {seconds:.1f} s ({kernels.describe()})" if computed
+           else "up to date (read from cache)")
     typer.echo(f"{path}: {frame.height} rows x {frame.width} features, version "
                f"{cache.config.version}, {how}")
 

@@ -25,6 +25,7 @@ import polars as pl
 
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import notice
+from prefpred.features import kernels
 from prefpred.features.build import FeatureConfig, compute_features, feature_names
 from prefpred.io import atomic_path, read_back
 
@@ -196,7 +197,8 @@ class FeatureStore:
                 self.computed_rows - computed_before
             if self.cache is not None and (read_now or computed_now):
                 notice(f"features: {read_now} rows read from the cache {self.cache.root}, "
-                       f"{computed_now} computed and added to it")
+                       f"{computed_now} computed and added to it"
+                       + (f" ({kernels.describe()})" if computed_now else ""))
             parts = [f.drop("_i").unique(list(KEY_COLUMNS)) for f in found] + new_parts
             available = pl.concat(parts, how="vertical")
             out = keys.join(available, on=list(KEY_COLUMNS), how="inner").sort("_i")

@@ -83,6 +83,15 @@ def available() -> bool:
     return installed() and os.environ.get("PREFPRED_FEATURE_KERNELS", "1") != "0"
 
 
+def describe() -> str:
+    """How features are computed here, for logs."""
+    if available():
+        return "compiled kernels"
+    if installed():
+        return "polars alone: PREFPRED_FEATURE_KERNELS=0"
+    return "polars alone: the compiled kernels are not installed"
+
+
 def check_patterns() -> None:
     """Refuse to count with the kernels if a pattern they implement has changed shape."""
     for name, shape in _SHAPES.items():
