@@ -84,6 +84,48 @@ def measure(which: str, path: Path, rows: int | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def profile(path: Path, chunk_rows: int = 4096) -> None:
+    """Print (not record) where one chunk's time goes, on one polars thread, both paths: best of
+    three per step. Run as ``POLARS_MAX_THREADS=1 python benchmarks/bench_features.py
+    --profile``."""
+    import numpy as np
+    import polars as pl
+
+    from prefpred.features import build as B
+    from prefpred.features import kernels
+
+    table = _load(str(path), chunk_rows)
+    df = table.df.select("prompt", "response_a", "response_b", "source").with_row_index("_r")
+    config = B.FeatureConfig()
+    counts = config.count_stats()
+    long = B._long_turns(df, {"a": "response_a", "b": "response_b"})
+    docs = df.select(*[pl.col(c).list.join(B.SEP).str.to_lowercase().alias(k)
+                       for k, c in (("p", "prompt"), ("a", "response_a"), ("b", "response_b"))])
+    turns = B._turn_table(long, counts, False)
+    pturns = B._turn_table(B._long_turns(df, {"p": "prompt"}), B._PROMPT_COUNTS, False)
+    tokens = pl.concat([pturns.select("_r", "side", "th"), turns.select("_r", "side", "th")]
+                       ).explode("th").drop_nulls("th").rename({"th": "h"})
+    steps = {
+        "whole chunk": lambda fast: B._chunk_features(df, config, fast),
+        "turn table (counts, word trigrams)": lambda fast: B._turn_table(long, counts, fast),
+        "word overlap sums": lambda fast: (kernels.word_overlap(docs["p"], docs["a"], docs["b"])
+                                           if fast else B._word_counts(tokens)),
+        "character-trigram Jaccard": lambda fast: B._char_jaccard(docs, df["_r"], fast),
+    }
+    print(f"one chunk of {df.height} rows, {pl.thread_pool_size()} polars thread(s); "
+          "milliseconds, best of 3")
+    for name, step in steps.items():
+        ms = []
+        for fast in (False, True):
+            best = np.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                step(fast)
+                best = min(best, time.perf_counter() - t0)
+            ms.append(best * 1000)
+        print(f"{name:>36}: polars alone {ms[0]:7.1f}, kernels {ms[1]:7.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=KAGGLE_ROWS)
@@ -91,10 +133,15 @@ def main() -> None:
     ap.add_argument("--reference-rows", type=int, default=None)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="print where one 4,096-row chunk's time goes (records nothing)")
     args = ap.parse_args()
     if args.child:
         which, path, rows = args.child
         print(json.dumps(run_child(which, path, int(rows) or None)))
+        return
+    if args.profile:
+        profile(build_file(args.rows))
         return
     path = build_file(args.rows)
     check_same_features(path)
