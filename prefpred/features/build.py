@@ -204,7 +204,7 @@ def _turn_table(long: pl.DataFrame, counts: tuple[str, ...], fast: bool) -> pl.D
 
 def _turn_table_kernels(long: pl.DataFrame, counts: tuple[str, ...]) -> pl.DataFrame:
     """:func:`_turn_table` by the compiled kernels: the same counts, as Float64."""
-    done = tuple(c for c in kernels.TEXT_COUNTS if c in counts and c != "chars")
+    done = tuple(c for c in kernels.TEXT_COUNTS if c in counts)
     counted = kernels.text_counts(long["text"])
     cols = [pl.Series(name, counted[:, kernels.TEXT_COUNTS.index(name)], dtype=pl.Float64)
             for name in done]
