@@ -22,7 +22,7 @@ from prefpred.probabilities import softmax
 
 METRIC_COLUMNS = ("rows", "log_loss", "accuracy", "brier", "ece")
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
 color:#1d2330;line-height:1.45}
 h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem}
@@ -36,33 +36,36 @@ border-radius:6px}.kpi b{display:block;font-size:1.4rem}
 """
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
-        return "" if np.isnan(v) else f"{v:.4f}"
+        return "" if np.isnan(v) else f"{v:.{digits}f}"
     return html.escape(str(v))
 
 
 def html_table(frame: pl.DataFrame, *, highlight: pl.Series | None = None,
-               left: tuple[str, ...] = ()) -> str:
-    """A polars frame as an HTML table; rows where ``highlight`` is true are marked."""
+               left: tuple[str, ...] = (), digits: int = 4) -> str:
+    """A polars frame as an HTML table (floats with ``digits`` decimals, missing cells empty);
+    rows where ``highlight`` is true are marked; ``left`` columns are left-aligned."""
     head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(c)}</th>'
                    for c in frame.columns)
     rows = []
     marks = highlight.to_list() if highlight is not None else [False] * frame.height
     for row, mark in zip(frame.iter_rows(), marks, strict=True):
-        cells = "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>'
+        cells = "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v, digits)}</td>'
                         for c, v in zip(frame.columns, row, strict=True))
         rows.append(f'<tr class="{"best" if mark else ""}">{cells}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _png(fig) -> str:
+def png_img(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return _img(buf.getvalue())
+    return img_tag(buf.getvalue())
 
 
-def _figure(width: float = 7.0, height: float = 3.6):
+def new_figure(width: float = 7.0, height: float = 3.6):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -107,7 +110,7 @@ def reliability_png(y: np.ndarray, forecasts: Mapping[str, np.ndarray] | np.ndar
     """
     if not isinstance(forecasts, Mapping):
         forecasts = {"forecast": forecasts}
-    fig = _figure(4.2 * N_CLASSES, 5.2)
+    fig = new_figure(4.2 * N_CLASSES, 5.2)
     grid = fig.add_gridspec(2, N_CLASSES, height_ratios=(3.2, 1), hspace=0.08)
     for k, name in enumerate(CLASSES):
         ax = fig.add_subplot(grid[0, k])
@@ -148,12 +151,12 @@ def write_reliability_png(path: str | Path, y: np.ndarray,
     return Path(path)
 
 
-def _img(png: bytes, alt: str = "figure") -> str:
+def img_tag(png: bytes, alt: str = "figure") -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def reliability_img(y: np.ndarray, forecasts: Mapping[str, np.ndarray], title: str) -> str:
-    return _img(reliability_png(y, forecasts, title=title), "reliability")
+    return img_tag(reliability_png(y, forecasts, title=title), "reliability")
 
 
 def loss_by_length(y: np.ndarray, lengths: np.ndarray, forecasts: Mapping[str, np.ndarray],
@@ -174,7 +177,7 @@ def loss_by_length(y: np.ndarray, lengths: np.ndarray, forecasts: Mapping[str, n
 
 
 def _length_chart(frame: pl.DataFrame) -> str:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(frame.height)
     for col in frame.columns[2:]:
@@ -183,7 +186,7 @@ def _length_chart(frame: pl.DataFrame) -> str:
     ax.set_xticks(x, frame["length bin (chars)"].to_list(), rotation=20, fontsize=8)
     ax.set_ylabel("log loss (out of fold)")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_img(fig)
 
 
 def confusion(y: np.ndarray, proba: np.ndarray) -> pl.DataFrame:
@@ -400,5 +403,5 @@ def render_report(
         parts.append(_section("Configuration",
                               f"<pre>{html.escape(Path(config.file).read_text())}</pre>"))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>prefpred run "
-            f"{html.escape(config.name)}</title><style>{_CSS}</style></head><body>"
+            f"{html.escape(config.name)}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")

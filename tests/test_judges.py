@@ -241,8 +241,13 @@ def test_two_way_maps_and_reward_scores_file(cli, tmp_path):
     from prefpred.judges.io import read_judgments
 
     frame = _synthetic(seed=1).filter(pl.col("label") != "tie")
-    frame.drop("verdict").write_csv(tmp_path / "tokens.csv")  # verdict from p_*: argmax
+    frame.drop("verdict").write_csv(tmp_path / "tokens.csv")  # verdict from the scores
     data, _ = read_judgments([tmp_path / "tokens.csv"])
+    # without scores, the verdict is the argmax of the token probabilities
+    frame.drop("verdict", "score_a", "score_b").write_csv(tmp_path / "probs.csv")
+    only_probs, _ = read_judgments([tmp_path / "probs.csv"])
+    assert only_probs.verdict.tolist() == frame.select("p_a", "p_b", "p_tie").to_numpy(
+    ).argmax(1).tolist()
     rows = {(r["map"], r["method"]): r for r in calibration_table(data)[0]}
     assert {r["classes"] for r in rows.values()} == {2}
     assert rows[("token_probabilities", "temperature")]["log_loss"] < \
@@ -288,8 +293,14 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path):
     del no_key[1]["label"]
     odd = json.loads(json.dumps(good))
     odd[2]["results"][-1]["swap = True"]["winner"] = "3"
+    no_text = json.loads(json.dumps(good))
+    no_text[1]["input"] = None
+    twice = json.dumps(good).replace('"label": ', '"label": 2, "label": ', 1)
     cases = {
         "malformed": (_bad_llmbar(tmp_path, "m", json.dumps(good)[:-20]), "not valid JSON"),
+        "repeated key": (_bad_llmbar(tmp_path, "r", twice), "column 'label': the object repeats"),
+        "null input": (_bad_llmbar(tmp_path, "i", json.dumps(no_text)),
+                       "row 2, column 'input': expected a string"),
         "missing key": (_bad_llmbar(tmp_path, "k", json.dumps(no_key)), "row 2, column 'label'"),
         "unknown winner": (_bad_llmbar(tmp_path, "w", json.dumps(odd)), "'3' is not a known"),
     }
@@ -297,6 +308,10 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path):
     pl.DataFrame({"id": ["a", "b"], "label": ["A", "B"], "verdict": ["A", "maybe"]}
                  ).write_csv(table)
     cases["unknown word"] = (table, "judge.csv: row 2, column 'verdict'")
+    rewards = tmp_path / "rewards.csv"  # "1" would mean B here, the first response elsewhere
+    pl.DataFrame({"id": ["a", "b"], "reward_a": [0.1, 0.2], "reward_b": [0.3, 0.0],
+                  "label": ["A", "1"]}).write_csv(rewards)
+    cases["numeric reward label"] = (rewards, "row 2, column 'label': a numeric label is ambig")
     for what, (path, message) in cases.items():
         out = tmp_path / f"out-{what.replace(' ', '-')}"
         res = cli("evaluate-judge", "--judgments", path, "--out", out)
@@ -314,4 +329,5 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path):
     for out in (table, tmp_path):
         res = cli("evaluate-judge", "--judgments", table, "--out", out)
         assert res.code == 2 and "input" in res.err and res.err.strip().count("\n") == 0
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # nothing anywhere below: no output folder, no temporary file left behind
+    assert [p for p in tmp_path.rglob("*") if p.name.startswith((".", "out-"))] == []

@@ -35,7 +35,6 @@ from prefpred.labels import N_CLASSES, TIE, A, B
 from prefpred.metrics import brier, ece_per_class, log_loss
 from prefpred.probabilities import PROBABILITY_FLOOR, softmax
 
-TIE_MODEL_NAMES = ("rao-kupper", "davidson", "multinomial")
 MIN_ROWS = 20
 
 
@@ -133,8 +132,7 @@ def _token_logits(data: Judgments) -> tuple[np.ndarray, np.ndarray]:
     given = ~np.isnan(stack).any(2)
     total = np.nansum(np.where(given[..., None], stack, 0.0), axis=0)
     n = given.sum(0)
-    z = np.where(n[:, None] > 0, total / np.maximum(n, 1)[:, None], 0.0)
-    return z, n == 0
+    return np.where(n[:, None] > 0, total / np.maximum(n, 1)[:, None], 0.0)
 
 
 def calibration_table(data: Judgments, *, n_folds: int = 5, seed: int = 0, alpha: float = 1.0
@@ -172,17 +170,18 @@ def calibration_table(data: Judgments, *, n_folds: int = 5, seed: int = 0, alpha
                                                     folds))
         else:
             from prefpred.rewards.models import (
+                TIE_MODELS,
                 oof_tie_logits,
                 tie_model_params,
                 uncalibrated_logits,
             )
 
             add("scores", "uncalibrated", _floor(softmax(uncalibrated_logits(m)), 3))
-            for name in TIE_MODEL_NAMES:
+            for name in TIE_MODELS:
                 add("scores", name, softmax(oof_tie_logits(name, m, y, folds,
                                                            params=tie_model_params(name))))
     if lab.has_logp:
-        z, _none = _token_logits(lab)
+        z = _token_logits(lab)
         if k == 2:
             d = z[:, A] - z[:, B]
             add("token_probabilities", "uncalibrated", _floor(_two_way(expit(d)), 2))

@@ -79,10 +79,6 @@ class Judgments:
         return Judgments(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
     @property
-    def has_swapped(self) -> bool:
-        return bool((self.verdict_swapped != NOT_ASKED).any())
-
-    @property
     def has_scores(self) -> bool:
         return bool((np.isfinite(self.score_a) & np.isfinite(self.score_b)).any())
 
@@ -163,8 +159,8 @@ def _codes(values: Iterable[object], file: Path, column: str) -> np.ndarray:
 LLMBAR_ORDERS = ("swap = False", "swap = True")
 
 
-def llmbar_names(path: Path, root: Path | None = None) -> tuple[str, str, str]:
-    """(judge "name/strategy", subset, dataset folder) of ``.../<subset>/evaluators/<judge>/
+def llmbar_names(path: Path, root: Path | None = None) -> tuple[str, str]:
+    """(judge "name/strategy", subset) of ``.../<subset>/evaluators/<judge>/
     <strategy>/result.json``. The subset is the dataset folder relative to ``root`` when given,
     else its name, prefixed by its parent's name when that parent holds two or more datasets
     (LLMBar's ``Adversarial/GPTInst``)."""
@@ -176,13 +172,16 @@ def llmbar_names(path: Path, root: Path | None = None) -> tuple[str, str, str]:
     dataset = Path(*parts[:i])
     judge = f"{parts[i + 1]}/{parts[i + 2]}"
     if root is not None and dataset != root.resolve() and dataset.is_relative_to(root.resolve()):
-        return judge, dataset.relative_to(root.resolve()).as_posix(), str(dataset)
+        return judge, dataset.relative_to(root.resolve()).as_posix()
     siblings = [p for p in dataset.parent.iterdir() if (p / "evaluators").is_dir()]
     subset = f"{dataset.parent.name}/{dataset.name}" if len(siblings) >= 2 else dataset.name
-    return judge, subset, str(dataset)
+    return judge, subset
 
 
 def _load_json(path: Path):
+    """A JSON file; an object that repeats a key is refused (json would keep the last)."""
+    from prefpred.data.raw import _loads
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -190,7 +189,7 @@ def _load_json(path: Path):
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot be read ({err})", file=path) from None
     try:
-        return json.loads(text)
+        return _loads(text, file=path, row=None)
     except json.JSONDecodeError as err:
         raise DataError(f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}",
                         file=path) from None
@@ -212,7 +211,7 @@ def read_llmbar(path: str | Path, root: Path | None = None) -> Judgments:
     """One LLMBar ``result.json`` (``Vanilla``-like or ``Rating``): the last entry of each row's
     ``results`` is read, as LLMBar's evaluation script does; ids are ``<subset>/<row>``."""
     file = Path(path)
-    judge, subset, _ = llmbar_names(file, root)
+    judge, subset = llmbar_names(file, root)
     data = _load_json(file)
     if not isinstance(data, list) or not data:
         raise DataError("expected a non-empty JSON array of pairs", file=file)
@@ -253,11 +252,11 @@ def read_llmbar(path: str | Path, root: Path | None = None) -> Judgments:
                 if f"score_{k + 1}" not in last:
                     raise DataError("missing", file=file, row=row, column=column)
                 scores[k, i] = _score(last[f"score_{k + 1}"], file, row, column)
+        for column in ("input", "output_1", "output_2"):
+            if not isinstance(rec[column], str):
+                raise DataError("expected a string", file=file, row=row, column=column)
         for k in (0, 1):
-            text = rec[f"output_{k + 1}"]
-            if not isinstance(text, str):
-                raise DataError("expected a string", file=file, row=row, column=f"output_{k + 1}")
-            lengths[k, i] = len(text)
+            lengths[k, i] = len(rec[f"output_{k + 1}"])
         groups.append(prompt_key(rec["input"]))
     return make_judgments(
         n, ids=[f"{subset}/{i}" for i in range(n)], judge=np.full(n, judge, dtype=object),
@@ -383,7 +382,16 @@ def read_judgments_table(path: str | Path) -> Judgments:
     ids = read_ids(raw, file, unique=False)
     n = raw.height
     if "reward_a" in raw.columns and "verdict" not in raw.columns:
-        from prefpred.rewards.io import read_scores
+        from prefpred.rewards.io import LABEL_COLUMNS, read_scores
+
+        # a reward-scores file's numeric labels are class indices (1 = B), while "1" / "2" of a
+        # judgments file name the first / second response: refuse digits rather than guess
+        for col in (c for c in LABEL_COLUMNS if c in raw.columns):
+            digit = raw[col].cast(pl.String).str.strip_chars().str.contains(r"^[0-9]+$")
+            if digit.any():
+                raise DataError("a numeric label is ambiguous in evaluate-judge", file=file,
+                                row=int(digit.arg_true()[0]) + 1, column=col,
+                                fix="write the labels as A / B / tie")
 
         data = read_scores(file)
         y = np.full(n, MISSING, dtype=np.int8) if data.y is None else data.y.astype(np.int8)

@@ -4,9 +4,7 @@ with matplotlib's Agg canvas; without matplotlib the report has tables only)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import polars as pl
 from prefpred.judges.calibrate import calibration_table
 from prefpred.judges.evaluate import judge_metrics
 from prefpred.judges.io import Judgments
+from prefpred.report import CSS, html_table, new_figure, png_img, reliability_img
 
 SUMMARY_KIND, SUMMARY_FORMAT = "prefpred-judge-evaluation", 1
 #: The columns of by_subset.csv after judge and subset (metrics of :func:`judge_metrics`).
@@ -123,47 +122,15 @@ def summary_table(summary: dict) -> pl.DataFrame:
 
 
 # --------------------------------------------------------------------------- HTML
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1150px;color:#1d2330}"
-        "table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}"
-        "th,td{border:1px solid #d5d9e2;padding:.2rem .45rem;text-align:right}"
-        "th{background:#f2f4f8}td.l{text-align:left}img{max-width:100%}.muted{color:#667}")
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return html.escape(str(v))
-
-
 def _html_table(frame: pl.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if isinstance(v, str) else ""}">{_fmt(v)}</td>'
-                         for v in row) + "</tr>" for row in frame.iter_rows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+    return html_table(frame, digits=3,
+                      left=tuple(c for c, t in frame.schema.items() if t == pl.String))
 
 
 def _accuracy_figure(table: pl.DataFrame, level: float) -> str:
     rows = table.filter(pl.col("subset") == "all")
     names = rows["judge"].to_list()
-    fig = _figure(max(6.0, 1.1 * len(names) + 2), 3.8)
+    fig = new_figure(max(6.0, 1.1 * len(names) + 2), 3.8)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(names))
     width = 0.27
@@ -180,25 +147,23 @@ def _accuracy_figure(table: pl.DataFrame, level: float) -> str:
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"accuracy ({level:.0%} interval)")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_img(fig)
 
 
 def _reliability(data: Judgments, seed: int, folds: int) -> str:
-    from prefpred.report import reliability_png
-
     rows, probs, y = calibration_table(data, n_folds=folds, seed=seed)
     chosen = {k: p for k, p in probs.items() if k.startswith("verdict_pairs:")}
     if y is None or not chosen:
-        return "<p class='muted'>no reliability diagram (too few labelled pairs)</p>"
-    png = reliability_png(y, chosen, title="verdict pairs: uncalibrated vote share vs "
-                                           "out-of-fold table")
-    return f'<img alt="reliability" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        return ("<p class='muted'>no reliability diagram (too few labelled pairs, or a single "
+                "gold class)</p>")
+    return reliability_img(y, chosen, title="verdict pairs: uncalibrated vote share vs "
+                                            "out-of-fold table")
 
 
 def render_html(summary: dict, table: pl.DataFrame, data: Judgments, *, seed: int,
                 folds: int) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Judge evaluation</title>"
-             f"<style>{_CSS}</style></head><body><h1>Judge evaluation</h1>",
+             f"<style>{CSS}</style></head><body><h1>Judge evaluation</h1>",
              f"<p class='muted'>{len(data)} judgments from {len(summary['inputs'])} file(s); "
              f"{summary['n_boot']} bootstrap resamples over prompt groups, seed "
              f"{summary['seed']}.</p>"]
