@@ -197,12 +197,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), folder: bool = False,
-                 what: str = "output", suffixes: Iterable[str] | None = None) -> Path:
+                 what: str = "output", suffixes: Iterable[str] | None = None,
+                 apart: bool = False) -> Path:
     """Refuse, before any work, an output that would replace an input (the same file, or an input
     folder), a file output that is an existing folder, or one whose folder cannot be written.
 
     ``folder=True``: ``path`` is a folder to write files into; ``suffixes``: the file types
-    the output may have. Returns ``path``.
+    the output may have; ``apart=True`` (a folder written or replaced as a whole): it may
+    neither hold an input nor lie inside an input folder. Returns ``path``.
     """
     from prefpred.errors import ConfigError
 
@@ -215,6 +217,15 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path] = (), folder:
         if resolved == src.resolve() or _same_file(path, src):
             raise ConfigError(f"{what} {path} is the input {src}: an output never replaces an "
                               "input; choose another path")
+    if apart:
+        for item in inputs:
+            src = Path(item).expanduser().resolve()
+            if src.is_relative_to(resolved):
+                raise ConfigError(f"{what} {path} holds the input {item}: an output never "
+                                  "replaces an input; choose another folder")
+            if src.is_dir() and resolved.is_relative_to(src):
+                raise ConfigError(f"{what} {path} is inside the input folder {item}; choose a "
+                                  "folder outside it")
     if folder:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{what} {path} is a file, expected a folder")

@@ -10,6 +10,7 @@ out-of-range value with what was expected.
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -147,9 +148,16 @@ def dataclass_from_params(cls: type[T], params: Mapping[str, Any], what: str,
         raise ConfigError(f"{head}unknown {what} {unknown[0]!r}{closest(unknown[0], known)}; "
                           f"known: {sorted(known)}")
     try:
-        return TypeAdapter(cls).validate_python(dict(params))
+        obj = TypeAdapter(cls).validate_python(dict(params))
     except ValidationError as err:
         raise config_error(err, cls, file, what) from None
     except ConfigError as err:
         raise ConfigError(f"{head}{err}") from None
+    # NaN passes every range check written as a comparison (nan <= 0 is false): refuse it here,
+    # once for every parameter dataclass
+    for f in dataclasses.fields(cls):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{head}{what} {f.name}={value!r}: must be a finite number")
+    return obj
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -263,6 +264,24 @@ def test_calibrate_rewards_starts_from_the_trained_tie_parameter(files, trained,
     res = cli("calibrate-rewards", "fit", "--scores", scores, "--out", tmp_path / "cal3",
               "--init-from", trained[("bert", "bt")])
     assert res.code == 2 and "bt loss" in res.err and len(res.err.strip().splitlines()) == 1
+    # a hand-edited prefpred_reward.json: refused in one line by both readers
+    edited = tmp_path / "edited"
+    shutil.copytree(folder, edited)
+    for change, column in (({"tie_parameter": {**info["tie_parameter"], "value": 1e9}},
+                            "tie_parameter"),
+                           ({"tie_parameter": {**info["tie_parameter"], "value": True}},
+                            "tie_parameter"),
+                           ({"max_length": "abc"}, "max_length"), ({"max_length": 4}, "max_length")):
+        (edited / "prefpred_reward.json").write_text(json.dumps({**info, **change}))
+        if column == "tie_parameter":
+            res = cli("calibrate-rewards", "fit", "--scores", scores, "--out", tmp_path / "cal4",
+                      "--init-from", edited)
+        else:
+            res = cli("score-rewards", "--model", edited, "--data", files["train"],
+                      "--out", tmp_path / "cal4.csv")
+        assert res.code == 2 and f"column '{column}'" in res.err, (change, res.err)
+        assert len(res.err.strip().splitlines()) == 1
+        assert not (tmp_path / "cal4").exists() and not (tmp_path / "cal4.csv").exists()
 
 
 # --------------------------------------------------------------------------- bad input
@@ -288,5 +307,24 @@ def test_bad_input_is_one_line_and_writes_nothing(files, cli, tmp_path):
     _one_line_error(cli(*base, "--out", files["train"]), "input")
     _one_line_error(cli(*base, "--out", files["bert"]), "input")
     _one_line_error(cli(*base, "--out", files["base"]), "holds the input")
+    # a NaN passes "lr <= 0": refused once for every parameter dataclass; other ranges
+    for bad, needle in (("lr=nan", "lr=nan: must be a finite number"),
+                        ("epochs=nan", "epochs=nan"), ("weight_decay=-1", "weight_decay"),
+                        ("lora_alpha=-4", "lora_alpha"), ("max_grad_norm=0", "max_grad_norm")):
+        _one_line_error(cli(*base, "--out", out, "--param", bad), needle)
+    # the backbone given as a parameter is an input too, and --out may not lie inside it
+    no_option = base[:-2]
+    _one_line_error(cli(*no_option, "--param", f"backbone={files['bert']}", "--out",
+                        files["bert"]), "input")
+    _one_line_error(cli(*base, "--out", files["bert"] / "inner"), "inside the input folder")
+    # one class only: nothing to learn
+    one = tmp_path / "one" / "train.csv"
+    one.parent.mkdir()
+    pl.read_csv(files["train"], infer_schema=False).with_columns(
+        winner_model_a=pl.lit("1"), winner_model_b=pl.lit("0"), winner_tie=pl.lit("0")
+    ).write_csv(one)
+    _one_line_error(cli(*base[:4], one, *base[5:], "--out", out, "--loss", "bt"),
+                    "every label kept for the bt loss is A")
+    shutil.rmtree(one.parent)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["reward.toml"]

@@ -10,23 +10,6 @@ from typing import Annotated
 import typer
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    """Refuse an --out that is an input, holds one, or lies inside an input folder."""
-    from prefpred.errors import ConfigError
-    from prefpred.io import check_output
-
-    check_output(out, inputs=inputs, folder=True, what="--out")
-    target = out.expanduser().resolve()
-    for item in inputs:
-        src = Path(item).expanduser().resolve()
-        if src.is_relative_to(target):
-            raise ConfigError(f"--out {out} holds the input {item}: an output never replaces "
-                              "an input; choose another folder")
-        if src.is_dir() and target.is_relative_to(src):
-            raise ConfigError(f"--out {out} is inside the input folder {item}; choose a folder "
-                              "outside it")
-
-
 def evaluate_judge_command(
     judgments: Annotated[list[Path], typer.Option(
         "--judgments", "-j", help="LLMBar result.json, a folder searched for them, a prefpred "
@@ -60,7 +43,10 @@ def evaluate_judge_command(
 
         raise ConfigError(f"--format {fmt!r} is not one of {list(FORMATS)}")
     inputs = [*judgments, *(more or [])]
-    _check_out(out, [*inputs, *([labels] if labels is not None else [])])
+    from prefpred.io import check_output
+
+    check_output(out, inputs=[*inputs, *([labels] if labels is not None else [])], folder=True,
+                 what="--out", apart=True)
     data, files = read_judgments(inputs, fmt)
     if labels is not None:
         data = apply_labels(data, labels)

@@ -34,12 +34,7 @@ def _check_out(out: Path, inputs: list[Path]) -> None:
     from prefpred.io import check_output
     from prefpred.rewards.train import REWARD_INFO
 
-    check_output(out, inputs=inputs, folder=True, what="--out")
-    target = out.expanduser().resolve()
-    for src in inputs:
-        if target in Path(src).expanduser().resolve().parents:
-            raise ConfigError(f"--out {out} holds the input {src}: the folder is replaced as a "
-                              "whole; choose another path")
+    check_output(out, inputs=inputs, folder=True, what="--out", apart=True)
     if out.is_dir() and any(out.iterdir()) and not (out / REWARD_INFO).is_file():
         raise ConfigError(f"--out {out} is a folder that is not a reward model written by "
                           "train-reward: it would be replaced as a whole; choose a new path")
@@ -78,7 +73,7 @@ def train_reward_command(
     if backbone is not None:
         params["backbone"] = backbone
     cfg = RewardConfig.from_params(params, config)
-    inputs = _inputs(competition, data, config, backbone)
+    inputs = _inputs(competition, data, config, cfg.backbone)
     _check_out(out, inputs)
     if work_dir is not None:
         from prefpred.io import check_output

@@ -26,6 +26,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 
 from prefpred.errors import ConfigError
 from prefpred.labels import N_CLASSES, TIE
@@ -56,9 +57,8 @@ def tie_value(loss: str, rate: float) -> float:
 
 def tie_rate(loss: str, value: float) -> float:
     """P(TIE) at equal rewards for a tie parameter (the inverse of :func:`tie_value`)."""
-    if loss == "davidson":
-        nu = math.exp(value)
-        return nu / (2.0 + nu)
+    if loss == "davidson":  # nu / (2 + nu) with nu = exp(value), without overflow
+        return float(expit(value - math.log(2.0)))
     return math.tanh(value / 2.0)  # rao-kupper: sigmoid(eta) - sigmoid(-eta)
 
 

@@ -9,14 +9,13 @@ length, and scored. The output feeds ``prefpred calibrate-rewards fit`` directly
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from prefpred.data.table import PreferenceTable
-from prefpred.errors import ConfigError
+from prefpred.errors import ConfigError, DataError
 from prefpred.labels import CLASSES
 
 
@@ -68,17 +67,22 @@ def encode_for_reward(tokenizer, texts: list[str], max_length: int) -> list[list
 def length_limit(tokenizer, model, max_length: int | None, model_path: str | Path | None = None
                  ) -> int:
     """Tokens per text: ``max_length``, else the length a ``prefpred train-reward`` model was
-    trained with (its prefpred_reward.json), else 2048; never beyond the model's positions."""
-    if max_length is None and model_path is not None:
-        info = Path(model_path) / "prefpred_reward.json"
-        if info.is_file():
-            import json
+    trained with (its prefpred_reward.json, checked), else 2048 or the tokenizer's limit; never
+    beyond the model's positions."""
+    caps = [getattr(model.config, "max_position_embeddings", None)]
+    if max_length is None:
+        caps.append(getattr(tokenizer, "model_max_length", None))
+        if model_path is not None:
+            from prefpred.rewards.train import REWARD_INFO, read_reward_info
 
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                max_length = int(json.loads(info.read_text(encoding="utf-8"))["max_length"])
+            if (Path(model_path) / REWARD_INFO).is_file():
+                trained = read_reward_info(model_path).get("max_length")
+                if not isinstance(trained, int) or isinstance(trained, bool) or trained < 8:
+                    raise DataError(f"max_length {trained!r} is not a whole number >= 8",
+                                    file=Path(model_path) / REWARD_INFO, column="max_length")
+                max_length = trained
     limit = max_length or 2048
-    for cap in (getattr(model.config, "max_position_embeddings", None),
-                getattr(tokenizer, "model_max_length", None)):
+    for cap in caps:
         if isinstance(cap, int) and 8 <= cap < 1_000_000:
             limit = min(limit, cap)
     return limit

@@ -33,7 +33,7 @@ from torch import nn
 
 from prefpred.data.table import PreferenceTable
 from prefpred.errors import ConfigError, DataError
-from prefpred.labels import TIE
+from prefpred.labels import CLASSES, TIE
 from prefpred.models.backbone import network
 from prefpred.models.backbone.config import BackboneConfig, BackboneSource, resolve_backbone
 from prefpred.rewards.losses import (
@@ -281,11 +281,15 @@ def encode_sides(table: PreferenceTable, tokenizer, max_length: int) -> list:
 def prepare_pairs(table: PreferenceTable, tokenizer, cfg: RewardConfig) -> PairData:
     y = table.require_labels("training a reward model")
     soft = table.soft_labels() if cfg.soft_labels else None
-    allowed = table.tie_allowed() if callable(getattr(table, "tie_allowed", None)) else None
-    kept, targets, two_class = training_targets(y, soft, allowed, cfg.loss)
+    kept, targets, two_class = training_targets(y, soft, table.tie_allowed(), cfg.loss)
     if len(kept) < 2:
         raise DataError(f"{len(kept)} pair(s) to train on with the {cfg.loss} loss",
                         file=table.origin, column="label")
+    present = np.unique(targets.argmax(1))  # the labels kept (argmax of soft ones)
+    if len(present) < 2:
+        raise DataError(f"every label kept for the {cfg.loss} loss is {CLASSES[present[0]]}: "
+                        "a reward model needs at least two classes", file=table.origin,
+                        column="label")
     sub = table.take(kept)
     weights = sub.weights()
     open_rows = ~two_class
@@ -475,7 +479,8 @@ def read_reward_info(folder: str | Path) -> dict[str, Any]:
     if loss in TIE_PARAMETER:
         tie = info.get("tie_parameter")
         value = tie.get("value") if isinstance(tie, dict) else None
-        if not isinstance(value, (int, float)) or not np.isfinite(value) or (
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(
+                value) or abs(value) > 1e6 or (
                 loss == "rao-kupper" and value <= 0):
             raise DataError("tie_parameter is not a valid number", file=file,
                             column="tie_parameter")

@@ -187,6 +187,7 @@ class BackboneConfig:
         if self.quant_bits not in (4, 8):
             raise bad("quant_bits", "choose 4 or 8")
         for name in ("max_length", "train_tokens", "max_batch_pairs", "grad_accum", "lora_r",
+                     "lora_alpha",
                      "infer_tokens", "infer_batch_rows", "head_hidden", "keep_checkpoints"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
@@ -201,6 +202,10 @@ class BackboneConfig:
             raise bad("epochs", "epochs and max_steps must not be negative")
         if self.lr <= 0 or self.head_lr <= 0:
             raise bad("lr", "learning rates must be positive")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "must not be negative")
+        if self.max_grad_norm <= 0:
+            raise bad("max_grad_norm", "must be positive")
         if self.bf16 not in ("auto", True, False):
             raise bad("bf16", "choose auto, true or false")
         from prefpred.models.backbone.runtime import PRECISIONS, parse_devices, parse_duration
