@@ -411,10 +411,17 @@ def pseudo_table(path: str | Path, format: str | None = None) -> PreferenceTable
     """Unlabelled pairs to pseudo-label, from any supported format (labels, if any, dropped)."""
     from prefpred.data.formats import load_table
 
-    table = load_table(Path(path), format)
-    return table.with_columns(label=pl.Series([None] * len(table), dtype=pl.Int8),
-                              soft_label=pl.Series([None] * len(table),
-                                                   dtype=table.df.schema["soft_label"]))
+    try:
+        table = load_table(Path(path), format)
+    except DataError as err:  # the option here is --pseudo-format
+        raise DataError(str(err).replace("pass --format", "pass --pseudo-format")) from None
+    # everything built from the hidden labels goes: the label, a soft label, the votes and the
+    # vote-agreement weight
+    n = len(table)
+    return table.with_columns(label=pl.Series([None] * n, dtype=pl.Int8),
+                              soft_label=pl.Series([None] * n, dtype=table.df.schema["soft_label"]),
+                              votes=pl.Series([None] * n, dtype=table.df.schema["votes"]),
+                              weight=pl.Series(np.ones(n), dtype=pl.Float64))
 
 
 def distillation_from_options(teacher: str | Path | None, alpha: float | None,

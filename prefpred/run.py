@@ -78,6 +78,13 @@ def _load_tables(cfg: RunConfig, say):
     comp = load_competition(cfg.competition)
     sub_comp = load_competition(cfg.submission_competition)
     train = comp.load_train(list(cfg.train) or None)
+    if not train.tie_allowed().any():
+        from prefpred.errors import DataError
+
+        raise DataError("every training pair was judged without a tie option: prefpred run stacks "
+                        "and calibrates three-way probabilities on three-class rows, and there "
+                        "are none", file=train.origin, column="tie_allowed",
+                        fix="use prefpred cv and prefpred submit for two-class data")
     if cfg.holdout is not None:
         h = cfg.holdout
         train, held = split_holdout(train, source=h.source, fraction=h.fraction, seed=h.seed)
@@ -323,13 +330,13 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, say=print) -> 
     plan = None if cfg.distill is None else cfg.distill.build()  # teacher + pseudo read first
     if plan is not None:
         plan.check_output(cfg.out_dir)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
     t0 = time.perf_counter()
     comp, sub_comp, train, test, labelled_test, test_path = _load_tables(cfg, say)
     timings["data"] = time.perf_counter() - t0
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)  # after the data is read and checked
 
     if plan is not None:
         from prefpred.data.folds import assign_folds

@@ -294,3 +294,14 @@ def test_a_damaged_teacher_cache_is_refitted_not_trusted(data, tmp_path):
     files[1].write_bytes(b"not an npz")
     again = Distillation(teacher, nested=False).prepare(table, folds, tmp_path)
     np.testing.assert_array_equal(first.logits.outer, again.logits.outer)
+
+
+def test_pseudo_rows_keep_nothing_built_from_their_hidden_labels():
+    from prefpred.competitions import data_root
+    from prefpred.distill import pseudo_table
+
+    # PandaLM rows carry three annotators' votes and a vote-agreement weight
+    table = pseudo_table(data_root() / "pandalm" / "testset-v1.json")
+    assert not table.is_labelled
+    assert table.df["soft_label"].null_count() == table.df["votes"].null_count() == len(table)
+    assert (table.weights() == 1.0).all()

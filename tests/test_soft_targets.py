@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from test_tfidf import SMALL, synthetic
 
+from prefpred import errors
 from prefpred.data.table import PreferenceTable
 from prefpred.labels import TIE, A, B
 from prefpred.metrics import score
@@ -153,12 +154,14 @@ def test_lightgbm_soft_targets_equal_explicit_weighted_copies(shared_all):
     assert np.abs(a - hard).max() > 1e-3
 
 
-def test_lightgbm_leaves_two_class_rows_out_and_says_so(shared_all):
+def test_lightgbm_leaves_two_class_rows_out_and_says_so(shared_all, capsys):
     fast = {"n_estimators": 20, "early_stopping_rounds": 0, "num_leaves": 7, "feature_cache": None}
     table = shared_all.take(np.arange(300))
     mixed = PreferenceTable.concat([table, two_class(shared_all.take(np.arange(300, 500)))])
+    errors._noticed.clear()
     model = LightGBMModel(**fast).fit(mixed)
     assert model.dropped_two_class_ == len(mixed) - 300
+    assert "LightGBM leaves out the pairs judged without a tie option" in capsys.readouterr().err
     test = shared_all.take(np.arange(500, 550))
     np.testing.assert_array_equal(model.predict_logits(test),
                                   LightGBMModel(**fast).fit(table).predict_logits(test))

@@ -187,6 +187,13 @@ def test_two_class_competitions_load_and_cross_validate(cli, tmp_path, monkeypat
     res = cli("cv", "--competition", "llmbar", "--model", "prior")
     assert res.code == 0, res.err
     assert "0.6931" in res.out  # a 50/50 prior on two-class rows: log 2
+    # prefpred run stacks three-way: on two-class data alone it refuses before writing anything
+    (tmp_path / "run.toml").write_text(
+        '[run]\ncompetition = "llmbar"\nsubmission_competition = "lmsys-chatbot-arena"\n'
+        'out_dir = "out"\n[data.holdout]\nfraction = 0.2\n[[models]]\nname = "prior"\n')
+    res = cli("run", tmp_path / "run.toml")
+    assert res.code == 2 and "without a tie option" in res.err and "prefpred cv" in res.err
+    assert len(res.err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_labels_option_is_checked(tmp_path):

@@ -202,6 +202,19 @@ def test_two_class_votes_keep_no_tie_mass():
         rebuild_labels(small_table([[("x", TIE)]], tie_allowed=False), "shares")
 
 
+def test_labels_modes_that_cannot_apply_are_refused(kaggle_table):
+    # one judge: Dawid-Skene cannot separate its errors from the truth (it used to turn every
+    # label into one class)
+    one_judge = small_table([[("x", A)], [("x", B)], [("x", TIE)], [("x", A)]])
+    with pytest.raises(ConfigError, match="source 's' .* has one"):
+        rebuild_labels(one_judge, "dawid-skene")
+    assert rebuild_labels(one_judge, "shares").labels().tolist() == [A, B, TIE, A]
+    # a source without votes: a labels mode would silently change nothing
+    for mode in ("rows", "majority", "shares", "dawid-skene"):
+        with pytest.raises(ConfigError, match="no votes to rebuild labels from"):
+            rebuild_labels(kaggle_table.take(np.arange(5)), mode)
+
+
 def test_rows_without_votes_are_untouched(mtbench, kaggle_table):
     both = PreferenceTable.concat([kaggle_table.take(np.arange(50)), mtbench])
     for mode in ("majority", "shares", "dawid-skene"):

@@ -108,8 +108,7 @@ def detect_format(path: str | Path) -> str:
     if path.name.startswith("human_judgments") or (path.parent / "question.jsonl").exists() and \
             path.name != "question.jsonl":
         return "mt-bench"
-    if path.name.lower().endswith(".jsonl.gz") or path.name.lower().endswith(".jsonl") \
-            and looks_like_hh(path):
+    if path.name.lower().endswith((".jsonl.gz", ".jsonl")) and looks_like_hh(path):
         return "hh-rlhf"
     cols = set(peek_columns(path))
     if {"input", "output_1", "output_2", "label"} <= cols:

@@ -176,10 +176,10 @@ class PreferenceTable:
                 row = int(np.flatnonzero(present)[np.flatnonzero(~ok)[0]]) + 1
                 raise DataError("soft label is not a probability vector", file=file, row=row,
                                 column="soft_label")
-        two_class = df["tie_allowed"].is_null() | ~df["tie_allowed"]
         if df["tie_allowed"].null_count():
             raise DataError("tie_allowed is missing", file=file,
                             row=first_row(df["tie_allowed"].is_null()), column="tie_allowed")
+        two_class = ~df["tie_allowed"]
         if two_class.any():
             tie_label = two_class & (label == TIE).fill_null(False)
             if tie_label.any():

@@ -175,6 +175,10 @@ def _dawid_skene_posteriors(table: PreferenceTable, has: np.ndarray) -> np.ndarr
         votes = part.select(pl.int_range(pl.len()).alias("item"), "votes").explode("votes")
         judges = votes["votes"].struct.field("judge").fill_null("").to_list()
         names = sorted(set(judges))
+        if len(names) < 2:  # one judge: its errors cannot be told from the truth
+            raise ConfigError(f"labels 'dawid-skene' estimates each judge's errors from several "
+                              f"judges, but source {source!r} of {table.origin} has one; use "
+                              "'majority' or 'shares'")
         judge = np.searchsorted(np.array(names), np.array(judges))
         label = votes["votes"].struct.field("label").to_numpy().astype(np.int64)
         two_class = ~part["tie_allowed"].to_numpy().astype(bool)
@@ -195,7 +199,8 @@ def rebuild_labels(table: PreferenceTable, mode: str) -> PreferenceTable:
     check_mode(mode)
     has = ~table.df["votes"].is_null().to_numpy()
     if not has.any():
-        return table
+        raise ConfigError(f"labels {mode!r}: {table.origin} has no votes to rebuild labels from "
+                          "(one label per pair); remove the labels key for this source")
     if mode == "rows":
         several = has & (table.df["votes"].list.len().fill_null(0).to_numpy() > 1)
         if several.any():

@@ -212,6 +212,11 @@ class LightGBMModel:
                             file=table.origin, column="tie_allowed",
                             fix="use --model tfidf or backbone for two-class data")
         if two_class.any():
+            from prefpred.errors import notice
+
+            notice("LightGBM leaves out the pairs judged without a tie option (its multiclass "
+                   "objective has no two-class form); the TF-IDF, logistic and backbone models "
+                   "train on them")
             table = table.filter(~two_class)
         self.columns_ = select_features(self._feature_names(), self.feature_set)
         self.sources_ = sorted(table.column("source").unique().to_list())
