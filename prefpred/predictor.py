@@ -208,10 +208,12 @@ def assemble_pipeline(folder: str | Path, models: list[tuple[str, Path]], *,
             shutil.copytree(src, dest)
             name = json.loads((src / MODEL_FILE).read_text(encoding="utf-8")).get("model")
         elif (src / "prefpred_config.json").is_file():  # a bare backbone artifact
-            from prefpred.models.backbone.artifacts import read_artifact_info
+            from prefpred.models.backbone.artifacts import ARTIFACT_ENTRIES, read_artifact_info
 
             params = read_artifact_info(src)["params"]
-            shutil.copytree(src, dest / "artifact")
+            # only what an artifact is made of: model.json's digests will vouch for every file
+            shutil.copytree(src, dest / "artifact", ignore=lambda d, names, top=src: [
+                n for n in names if Path(d) == top and n not in ARTIFACT_ENTRIES])
             write_model_info(dest, "backbone", params)
             name = "backbone"
         else:

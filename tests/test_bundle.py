@@ -279,6 +279,14 @@ def test_a_bundle_of_separately_saved_parts_predicts_like_the_run(refit_run, dat
                   tmp_path / "bad")
         assert res.code != 0 and message in res.err, (args, res.err)
     assert not (tmp_path / "bad").exists()
+    # an output inside a model folder would change the files its digests vouch for
+    before = sorted(p.name for p in (models / "lgbm").iterdir())
+    res = cli("bundle", "--model", f"lgbm={models / 'lgbm'}", "--competition",
+              "lmsys-chatbot-arena", "--out", models / "lgbm" / "b")
+    assert res.code == 2 and "inside the input folder" in res.err, res.err
+    res = cli("predict", refit_run, "--test", data["test"], "--out", models / "lgbm" / "p.csv")
+    assert res.code == 2 and "inside the input folder" in res.err, res.err
+    assert sorted(p.name for p in (models / "lgbm").iterdir()) == before
 
 
 @pytest.mark.parametrize("edit", [
@@ -420,3 +428,31 @@ def test_a_profile_version_any_requirement_rejects_is_shipped(monkeypatch):
     assert set(late.dists) == {"a", "b"} and "a" not in late.provided
     assert late.replaced == ["a==1.0 (needs >=2)"]
     assert set(dependency_closure("root", {"a": "2.1"}).dists) == {"b"}
+
+
+def test_a_bare_artifact_brings_only_its_own_files(refit_run, tmp_path):
+    import shutil
+
+    from prefpred.predictor import assemble_pipeline
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(refit_run / "models" / "backbone" / "artifact", artifact)
+    (artifact / "evil.py").write_text("raise SystemExit('ran')\n")
+    (artifact / "notes").mkdir()
+    (artifact / "notes" / "x.pkl").write_bytes(b"\x80\x04N.")
+    assemble_pipeline(tmp_path / "pipe", [("backbone", artifact)],
+                      competition="lmsys-chatbot-arena")
+    copied = tmp_path / "pipe" / "models" / "backbone" / "0" / "artifact"
+    assert sorted(p.name for p in copied.iterdir()) == sorted(
+        p.name for p in artifact.iterdir() if p.name not in ("evil.py", "notes"))
+    manifest = json.loads((tmp_path / "pipe" / "models" / "backbone" / "0" / "model.json")
+                          .read_text())
+    assert not [f for f in json.dumps(manifest).split('"') if f.endswith((".py", ".pkl"))]
+    # a hand-edited artifact config is one line, not a traceback
+    from prefpred.models.backbone.artifacts import CONFIG_FILE, read_artifact_info
+
+    for text, message in (("{", "cannot be read as JSON"), ("[1]", "expected an object"),
+                          ('{"format": 1}', "expected an object with a 'params' table")):
+        (artifact / CONFIG_FILE).write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            read_artifact_info(artifact)

@@ -78,7 +78,11 @@ def bundle_command(
         if not sep or not label or not folder:
             raise ConfigError(f"--model {item!r}: write LABEL=FOLDER")
         pairs.append((label, Path(folder)))
+    from prefpred.io import check_output
     with tempfile.TemporaryDirectory(prefix="prefpred-assemble-") as tmp:
         assemble_pipeline(tmp, pairs, competition=competition, stacker=stacker,
                           calibrator=calibrator)
+        # the parts are models (checked by loading): a bundle inside one would break its digests
+        check_output(out, inputs=[f for _, f in pairs] + [p for p in (stacker, calibrator) if p],
+                     folder=True, what="--out", apart=True)
         build_bundle(tmp, out, checked=True, **options)  # assembling loaded every part

@@ -77,8 +77,13 @@ def predict_command(
     is_pipeline = (model / PIPELINE_FILE).is_file()
     if as_submission and competition is None and not is_pipeline:
         raise ConfigError(f"{out}: a .csv output is a submission and needs --competition")
+    if not is_pipeline:  # a folder that is no model is named as such first
+        from prefpred.models.backbone.artifacts import read_artifact_info
+
+        read_artifact_info(model)
+    # an output inside the model folder would change the files its digests vouch for
     check_output(out, inputs=[test, model], what="--out",
-                 suffixes=(".csv", ".parquet", ".pq"))
+                 suffixes=(".csv", ".parquet", ".pq"), apart=True)
     parts = out.with_name(out.name + ".parts")
     if is_pipeline:
         comp, table, logits, provenance = _predict_pipeline(

@@ -28,6 +28,8 @@ from prefpred.labels import CLASSES
 
 ARTIFACT_FORMAT = 1
 CONFIG_FILE = "prefpred_config.json"
+#: Everything a saved artifact holds at its top level (adapter or backbone by finetune mode).
+ARTIFACT_ENTRIES = ("adapter", "backbone", "head.safetensors", "tokenizer", CONFIG_FILE)
 #: Parameters that shape the network: an artifact loads only with the values it was saved with.
 SHAPE_KEYS = ("finetune", "encode", "pooling", "head", "head_hidden", "length_features",
               "lora_r", "lora_alpha", "lora_target", "lora_layers", "quant_bits")
@@ -88,7 +90,13 @@ def read_artifact_info(path: str | Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
     if not file.exists():
         raise ConfigError(f"{path}: not a prefpred backbone artifact (no {CONFIG_FILE})")
-    info = json.loads(file.read_text())
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{file}: cannot be read as JSON ({err})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("params"), dict):
+        raise ConfigError(f"{file}: expected an object with a 'params' table; re-save the "
+                          "artifact with this prefpred")
     if info.get("format") != ARTIFACT_FORMAT:
         raise ConfigError(f"{file}: artifact format {info.get('format')!r} is not "
                           f"{ARTIFACT_FORMAT}; re-save it with this prefpred")
