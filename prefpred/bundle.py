@@ -377,6 +377,11 @@ def verify_bundle(folder: str | Path) -> dict:
                                 "prefpred bundle")
     if not isinstance(manifest.get("files"), dict):
         raise DataError("the manifest lists no files", file=folder / MANIFEST, column="files")
+    versions = manifest.get("versions")
+    if not isinstance(versions, dict) or not all(
+            isinstance(versions.get(k), str) for k in ("prefpred", "python")):
+        raise DataError("expected the prefpred and python versions", file=folder / MANIFEST,
+                        column="versions")
     actual = _files(folder)
     expected = manifest["files"]
     problems = []

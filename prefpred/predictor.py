@@ -79,6 +79,12 @@ def read_pipeline(folder: str | Path) -> dict[str, Any]:
                             column="base_models")
         for rel in [*entry["dirs"], *([entry["backbone"]] if entry.get("backbone") else [])]:
             _inside(folder, rel, file)
+    labels = [e["label"] for e in entries]
+    if len(set(labels)) != len(labels):
+        raise DataError(f"a base model label is given twice: {labels}", file=file,
+                        column="base_models")
+    if not isinstance(data.get("info", {}), dict):
+        raise DataError("expected an object", file=file, column="info")
     for key in ("calibrator", "competition"):
         if not isinstance(data.get(key), str):
             raise DataError(f"no {key}", file=file, column=key)

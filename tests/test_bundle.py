@@ -230,6 +230,12 @@ def test_bundle_verify_names_changed_missing_and_added_files(bundle, tmp_path, c
     for part in ("calibrator.json changed", "competition.toml missing", "extra.py not in"):
         assert part in line, line
     assert cli("bundle", "verify", bundle).code == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for versions in (None, ["3.11"], {"prefpred": "0.1.0"}):
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "versions": versions}))
+        res = cli("bundle", "verify", copy)
+        assert res.code == 2 and "column 'versions'" in res.err, res.err
+        assert len(res.err.strip().splitlines()) == 1
 
 
 def test_bundle_refuses_bad_targets(refit_run, tmp_path, cli):
@@ -298,6 +304,8 @@ def test_a_bundle_of_separately_saved_parts_predicts_like_the_run(refit_run, dat
     lambda d: d["base_models"][0].update(backbone=3),
     lambda d: d["base_models"].pop(),  # a stacker over models that are not there
     lambda d: d.update(format="1"),
+    lambda d: d.update(info=[1]),
+    lambda d: d["base_models"].append(dict(d["base_models"][0])),  # a label twice
 ])
 def test_a_hand_edited_pipeline_is_one_line(refit_run, data, tmp_path, cli, edit):
     import shutil
