@@ -60,14 +60,11 @@ def train_reward_command(
 ) -> None:
     """Train a scalar reward model on the competition's pairs, keeping ties (or not: bt)."""
     from prefpred.competitions import load_competition
-    from prefpred.params import parse_param
+    from prefpred.params import load_params
     from prefpred.rewards.losses import check_loss
-    from prefpred.rewards.train import RewardConfig, load_reward_config, train_reward_model
+    from prefpred.rewards.train import RewardConfig, train_reward_model
 
-    params = load_reward_config(config) if config is not None else {}
-    for item in param or []:
-        key, value = parse_param(item)
-        params[key] = value
+    params = load_params(config, param)
     if loss is not None:
         params["loss"] = check_loss(loss)
     if backbone is not None:

@@ -129,17 +129,6 @@ class RewardConfig:
         return dataclasses.asdict(self)
 
 
-def load_reward_config(path: str | Path) -> dict[str, Any]:
-    """The parameters of a train-reward TOML file (flat, or under ``[params]``), unchecked."""
-    from prefpred.schema import read_toml
-
-    data = read_toml(path, "train-reward config")
-    params = data.get("params", data)
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: [params] must be a table of train-reward parameters")
-    return dict(params)
-
-
 # --------------------------------------------------------------------------- the network
 class RewardPairs(nn.Module):
     """A one-output sequence classifier scoring both sides of each pair, and the tie parameter.
@@ -317,13 +306,11 @@ class RewardTraining:
 
 
 def _run_key(cfg: RewardConfig, table: PreferenceTable, source: BackboneSource) -> str:
-    import hashlib
+    from prefpred.io import json_digest
 
     conf = {k: v for k, v in cfg.to_dict().items()
             if k not in ("checkpoint_every", "keep_checkpoints", "device")}
-    text = json.dumps([conf, table.fingerprint(), source.describe(), "reward"], sort_keys=True,
-                      default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return json_digest([conf, table.fingerprint(), source.describe(), "reward"])[:20]
 
 
 def fit_reward_model(table: PreferenceTable, cfg: RewardConfig, *,
