@@ -102,6 +102,9 @@ def read_teacher(path: str | Path) -> Teacher:
 
     p = Path(path)
     if p.is_file() and p.name == OOF_FILE:
+        from prefpred.oof import read_oof
+
+        read_oof(p, "the teacher's out-of-fold file")  # named, so it must be a valid one
         p = p.parent
     if not p.is_dir():
         raise DataError(f"{'not a' if p.exists() else 'no such'} teacher: give a prefpred cv "
@@ -313,10 +316,14 @@ class Distillation:
             raise ConfigError(f"the output folder {out_dir} would overwrite the teacher "
                               f"{self.teacher.path}; choose another run folder or label")
 
+    def teacher_key(self) -> dict[str, Any]:
+        """What the teacher's logits depend on (its refits cache): not alpha, temperature,
+        pseudo weight or confidence filter, which only change how they are used."""
+        return {"teacher": self.teacher.describe(), "nested": self.nested,
+                "pseudo": None if self.pseudo is None else self.pseudo.fingerprint()}
+
     def key(self) -> dict[str, Any]:
-        return {"teacher": self.teacher.describe(), "alpha": self.alpha,
-                "temperature": self.temperature, "nested": self.nested,
-                "pseudo": None if self.pseudo is None else self.pseudo.fingerprint(),
+        return {**self.teacher_key(), "alpha": self.alpha, "temperature": self.temperature,
                 "pseudo_weight": self.pseudo_weight, "min_confidence": self.min_confidence}
 
     def prepare(self, table: PreferenceTable, folds: np.ndarray, cache: Path | None,

@@ -218,7 +218,7 @@ def cross_validate(table: PreferenceTable, competition: Competition, model: str,
                 not np.array_equal(distill.folds, folds):
             cache = None
             if run_dir is not None:
-                cache = Path(run_dir) / f"teacher-{json_digest(distill.key())[:12]}"
+                cache = Path(run_dir) / f"teacher-{json_digest(distill.teacher_key())[:12]}"
             distill.prepare(table, folds, cache, say=say)
 
         def train_rows(k: int, idx: np.ndarray) -> PreferenceTable:

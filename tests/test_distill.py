@@ -137,6 +137,17 @@ def test_teacher_is_read_from_a_cv_folder_and_its_oof_file(cli, tmp_path):
     record = json.loads((student / "scores.json").read_text())
     assert record["extra"]["alpha"] == 0.5 and record["extra"]["nested"] is True
     assert len(list(student.parent.glob("teacher-*/*.npz"))) == 3 + 3 * 2
+    # another alpha uses the same teacher refits (their cache does not depend on it)
+    assert cli("cv", *args, "--teacher", folder, "--distill-alpha", "0.3").code == 0
+    assert len(list(student.parent.glob("teacher-*"))) == 1
+    # an oof.parquet named as the teacher is read and checked
+    import shutil
+
+    damaged = shutil.copytree(folder, tmp_path / "damaged")
+    (damaged / "oof.parquet").write_bytes(b"garbage")
+    assert read_teacher(damaged).models[0].model == "tfidf"  # the folder form refits anyway
+    bad = cli("cv", *args, "--teacher", damaged / "oof.parquet")
+    assert bad.code == 2 and "oof.parquet" in bad.err and len(bad.err.strip().splitlines()) == 1
     # the student never writes into its teacher's folder
     student_as_teacher = cli("cv", *args, "--teacher", student)
     assert student_as_teacher.code == 2 and "would overwrite the teacher" in student_as_teacher.err
